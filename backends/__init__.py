@@ -1,0 +1,1 @@
+"""Engine adapters: Celery and RQ behind one small interface, and the job store."""

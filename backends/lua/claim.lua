@@ -1,0 +1,38 @@
+-- A worker is about to run dispatch number ARGV[3] of job ARGV[2].
+-- ARGV: prefix, id, dispatch, worker, now_ms, lease_ms, token
+-- Returns {'ok', task, payload, attempts, max_attempts, delays, workflow_id}, or
+-- {'missing'} / {'finished', state} / {'stale', dispatch} / {'duplicate'}.
+local id, dispatch, now = ARGV[2], ARGV[3], tonumber(ARGV[5])
+local key = jkey(id)
+local r = redis.call('HMGET', key, 'state', 'dispatch', 'lease_until', 'attempts', 'max_attempts')
+local state = r[1]
+if not state then return {'missing'} end
+if state == 'succeeded' or state == 'failed' or state == 'canceled' then return {'finished', state} end
+if r[2] ~= dispatch then return {'stale', r[2] or ''} end
+local attempts, max = tonumber(r[4] or '0'), tonumber(r[5] or '1')
+if state == 'running' then
+  -- Same dispatch delivered again: a ghost copy while the first still runs, or a
+  -- redelivery after its worker died (lease lapsed).
+  if tonumber(r[3] or '0') > now then return {'duplicate'} end
+  redis.call('ZREM', prefix .. ':running', id)
+  if attempts >= max then
+    redis.call('HSET', key, 'error', cjson.encode({type = 'WorkerLost',
+      message = 'the worker running attempt ' .. attempts .. ' died; no retries left'}),
+      'finished_at', now)
+    redis.call('HDEL', key, 'token', 'lease_until', 'worker')
+    move_state(id, key, state, 'failed')
+    count('failed', key)
+    expire_finished(id, key, now)
+    return {'finished', 'failed'}
+  end
+elseif state ~= 'queued' then
+  return {'stale', r[2] or ''}
+end
+local lease = now + tonumber(ARGV[6])
+redis.call('HSET', key, 'attempts', attempts + 1, 'started_at', now, 'worker', ARGV[4],
+  'lease_until', lease, 'token', ARGV[7])
+redis.call('ZADD', prefix .. ':running', lease, id)
+redis.call('ZREM', prefix .. ':dispatching', id)
+move_state(id, key, state, 'running')
+local out = redis.call('HMGET', key, 'task', 'payload', 'delays', 'workflow_id')
+return {'ok', out[1], out[2], attempts + 1, max, out[3] or '', out[4] or ''}

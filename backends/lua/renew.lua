@@ -1,0 +1,15 @@
+-- ARGV: prefix, now_ms, lease_ms, id1, token1, id2, token2, ...
+-- Extends the lease of each job still owned by its token; returns the ids no longer owned.
+local lease = tonumber(ARGV[2]) + tonumber(ARGV[3])
+local lost = {}
+for i = 4, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local key = jkey(id)
+  if redis.call('HGET', key, 'token') == token then
+    redis.call('HSET', key, 'lease_until', lease)
+    redis.call('ZADD', prefix .. ':running', lease, id)
+  else
+    table.insert(lost, id)
+  end
+end
+return lost

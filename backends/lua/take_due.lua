@@ -1,0 +1,31 @@
+-- Moves due retries and delayed jobs from the schedule to 'queued', and returns them
+-- (with dispatches that were taken before but never reached their engine) for sending.
+-- ARGV: prefix, now_ms, limit, grace_ms
+-- Returns a flat list: id, backend, queue, dispatch, profile, ...
+local now, limit, grace = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+local function emit(id, key)
+  local f = redis.call('HMGET', key, 'backend', 'queue', 'dispatch', 'profile')
+  redis.call('ZADD', prefix .. ':dispatching', now + grace, id)
+  table.insert(out, id); table.insert(out, f[1]); table.insert(out, f[2]); table.insert(out, f[3]); table.insert(out, f[4])
+end
+for _, id in ipairs(redis.call('ZRANGE', prefix .. ':schedule', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
+  redis.call('ZREM', prefix .. ':schedule', id)
+  local key = jkey(id)
+  local state = redis.call('HGET', key, 'state')
+  if state == 'retrying' or state == 'scheduled' then
+    redis.call('HSET', key, 'queued_at', now)
+    redis.call('HDEL', key, 'due_at')
+    move_state(id, key, state, 'queued')
+    emit(id, key)
+  end
+end
+for _, id in ipairs(redis.call('ZRANGE', prefix .. ':dispatching', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
+  local key = jkey(id)
+  if redis.call('HGET', key, 'state') == 'queued' then
+    emit(id, key)
+  else
+    redis.call('ZREM', prefix .. ':dispatching', id)
+  end
+end
+return out

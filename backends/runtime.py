@@ -1,0 +1,209 @@
+"""The runtime: policy, job store and both engine adapters, wired from Settings.
+
+One per process (``router._runtime``); workers, the API and tests build their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from router import codec
+from router.derive import Derived, ProfileSettings, celery_queues, derive, rq_queues
+from router.errors import BackendUnavailable, JobNotFound, JobStateConflict, TaskrouterError
+from router.job import Job
+from router.policy_file import load_policy
+from router.registry import CallOptions, Task
+from router.settings import UNFINISHED_TTL, Settings
+
+from .store import JobStore, new_job_id, now_ms, redis_errors
+
+if TYPE_CHECKING:
+    from .base import Backend
+    from .celery_backend import CeleryBackend
+    from .rq_backend import RQBackend
+
+log = logging.getLogger("taskrouter")
+
+
+def configure_rq_prefix(settings: Settings) -> None:
+    """RQ reads its key prefix at import; set it first (and refuse a late change)."""
+    if settings.rq_key_prefix is None:
+        return
+    current = os.environ.get("RQ_KEY_PREFIX")
+    if current not in (None, settings.rq_key_prefix):
+        raise TaskrouterError(
+            f"RQ_KEY_PREFIX is {current!r} but TASKROUTER_KEY_PREFIX wants "
+            f"{settings.rq_key_prefix!r}: unset one of them"
+        )
+    os.environ["RQ_KEY_PREFIX"] = settings.rq_key_prefix
+    import sys
+
+    if "rq.defaults" in sys.modules:
+        from rq.defaults import RQ_KEY_PREFIX
+
+        if settings.rq_key_prefix != RQ_KEY_PREFIX:
+            raise TaskrouterError("rq was imported before taskrouter could set RQ_KEY_PREFIX")
+
+
+class Runtime:
+    """What a process needs to enqueue, read and control jobs."""
+
+    def __init__(self, settings: Settings, derived: Derived) -> None:
+        configure_rq_prefix(settings)
+        from .celery_backend import CeleryBackend, make_app
+        from .rq_backend import RQBackend
+
+        self.settings = settings
+        self.derived = derived
+        self.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+        self.celery_app = make_app(settings, derived)
+        self.celery: CeleryBackend = CeleryBackend(
+            self.celery_app, self.store, celery_queues(derived)
+        )
+        self.rq: RQBackend = RQBackend(settings.redis_url, self.store, rq_queues(derived))
+        self.backends: dict[str, Backend] = {"celery": self.celery, "rq": self.rq}
+
+    @classmethod
+    def from_env(cls, settings: Settings | None = None) -> Runtime:
+        settings = settings or Settings.from_env()
+        return cls(settings, derive(load_policy(settings.policy_path)))
+
+    # -- enqueue ----------------------------------------------------------------------
+
+    def profile_settings(self, task: Task[Any, Any]) -> ProfileSettings:
+        try:
+            return self.derived.profiles[task.profile]
+        except KeyError:
+            known = ", ".join(sorted(self.derived.profiles))
+            raise TaskrouterError(
+                f"task {task.name!r} uses profile {task.profile!r}, which "
+                f"{self.derived.policy.path} does not define (profiles: {known})"
+            ) from None
+
+    def enqueue(
+        self,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        options: CallOptions,
+        *,
+        workflow_id: str | None = None,
+    ) -> Job:
+        ps = self.profile_settings(task)
+        payload = codec.encode_call(args, kwargs)  # refuses bad arguments before any write
+        job_id = new_job_id()
+        created = now_ms()
+        delayed = bool(options.delay)
+        fields: dict[str, Any] = {
+            "id": job_id,
+            "task": task.name,
+            "profile": ps.profile,
+            "backend": ps.backend,
+            "queue": ps.queue,
+            "state": "scheduled" if delayed else "queued",
+            "attempts": 0,
+            "max_attempts": ps.max_attempts,
+            "dispatch": 1,
+            "created_at": created,
+            "queued_at": created,
+            "payload": payload,
+            "keep_ms": ps.keep_results * 1000,
+            "delays": json.dumps(ps.retries.backoff) if ps.retries.backoff else None,
+            "idempotency_key": options.idempotency_key,
+            "workflow_id": workflow_id,
+            "due_at": created + int((options.delay or 0) * 1000) if delayed else None,
+        }
+        idem = (
+            self.store.keys.idempotency(ps.profile, options.idempotency_key)
+            if options.idempotency_key
+            else ""
+        )
+        create = self.store.create_args(
+            job_id,
+            fields,
+            created_ms=created,
+            unfinished_ttl_ms=UNFINISHED_TTL * 1000,
+            idempotency_key=idem,
+            idempotency_ttl_ms=ps.keep_results * 1000,
+        )
+        backend = self.backends[ps.backend]
+        if idem or delayed:
+            holder = self.store.create(create)
+            if holder != job_id:
+                return self.get_job(holder)
+            if not delayed:
+                try:
+                    backend.send(job_id, 1, ps)
+                except BackendUnavailable:
+                    self.store.delete(job_id, idem)
+                    raise
+        else:
+            backend.send(job_id, 1, ps, create=create)
+        return Job.from_record({k: str(v) for k, v in fields.items() if v is not None}, self)
+
+    # -- reads and control ------------------------------------------------------------
+
+    def read_record(self, job_id: str) -> dict[str, str] | None:
+        return self.store.read(job_id)
+
+    def get_job(self, job_id: str) -> Job:
+        record = self.store.read(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return Job.from_record(record, self)
+
+    def cancel_job(self, job_id: str) -> dict[str, str]:
+        r = self.store.cancel(job_id)
+        if r[0] == "missing":
+            raise JobNotFound(job_id)
+        if r[0] == "finished":
+            raise JobStateConflict(f"job {job_id} already finished ({r[1]}); nothing to cancel")
+        previous, backend, dispatch = r[1], r[2], int(r[3] or 1)
+        if previous in ("queued", "running") and backend in self.backends:
+            try:
+                self.backends[backend].stop(job_id, dispatch, running=previous == "running")
+            except BackendUnavailable as exc:
+                log.warning("job %s canceled in its record; engine stop failed: %s", job_id, exc)
+        record = self.store.read(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    def pump(self, limit: int = 200, grace_ms: int = 30_000) -> int:
+        """Send due retries and delayed jobs to their engines; returns how many."""
+        sent = 0
+        for job_id, backend, queue, dispatch, profile in self.store.take_due(limit, grace_ms):
+            ps = self.derived.profiles.get(profile)
+            if ps is None or backend not in self.backends:
+                # Left in the dispatching set: a process with the right policy sends it.
+                log.error(
+                    "job %s: profile %r / backend %r unknown to this policy",
+                    job_id,
+                    profile,
+                    backend,
+                )
+                continue
+            if ps.queue != queue:
+                ps = _with_queue(ps, queue)
+            self.backends[backend].send(job_id, int(dispatch), ps, redispatch=True)
+            sent += 1
+        return sent
+
+    def ping(self) -> None:
+        with redis_errors():
+            self.store.ping()
+
+    def close(self) -> None:
+        self.store.close()
+        self.rq.close()
+        self.celery.close()
+
+
+def _with_queue(ps: ProfileSettings, queue: str) -> ProfileSettings:
+    from dataclasses import replace
+
+    return replace(ps, queue=queue)

@@ -1,0 +1,58 @@
+"""The demo workload: fast chatty tasks, slow LLM-like calls, and one flaky task.
+
+Run it with ``make demo`` (or ``taskrouter demo``); workers load it with
+``taskrouter worker --app examples.demo_app --backend celery|rq``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+from router import task
+
+
+@task(profile="interactive")
+def add(a: int, b: int) -> int:
+    """A fast task: Celery, prefetching allowed."""
+    return a + b
+
+
+@task(profile="default")
+def render(doc_id: str, words: int = 2000) -> dict[str, object]:
+    """A short CPU-bound task: Celery."""
+    digest = hashlib.sha256()
+    for i in range(words):
+        digest.update(f"{doc_id}:{i}".encode())
+    return {"doc": doc_id, "digest": digest.hexdigest()[:16]}
+
+
+@task(profile="enrichment")
+def summarize(doc_id: str, seconds: float = 2.0) -> dict[str, object]:
+    """A slow, LLM-like I/O call: RQ's fork-per-job worker."""
+    time.sleep(seconds)
+    return {"doc": doc_id, "summary": f"summary of {doc_id}", "tokens": int(seconds * 100)}
+
+
+@task(profile="llm")
+def ask(prompt: str, seconds: float = 3.0) -> str:
+    """Another long call: RQ."""
+    time.sleep(seconds)
+    return f"answer to {prompt!r}"
+
+
+@task(profile="flaky")
+def flaky(marker: str) -> str:
+    """Fails on its first attempt (no marker file yet), succeeds on the retry."""
+    if not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write("first attempt failed\n")
+        raise ConnectionError("upstream hiccup (first attempt fails on purpose)")
+    return "ok on retry"
+
+
+@task(profile="interactive")
+def boom(message: str) -> None:
+    """Always fails: for tests of failure handling."""
+    raise ValueError(message)

@@ -1,0 +1,32 @@
+"""The process-wide runtime, built on first use so that importing router/ opens nothing."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backends.runtime import Runtime
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def current() -> Runtime:
+    """The runtime of this process, configured from the environment on first use."""
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                from backends.runtime import Runtime
+
+                _current = Runtime.from_env()
+    return _current
+
+
+def install(runtime: Runtime | None) -> Runtime | None:
+    """Replace the process runtime (workers, the API and tests build their own)."""
+    global _current
+    with _lock:
+        previous, _current = _current, runtime
+    return previous

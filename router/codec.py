@@ -1,0 +1,199 @@
+"""The one JSON codec used on both engines, on both sides of every queue.
+
+Plain JSON loses types (tuples become lists, datetimes are refused) and kombu's own
+envelope is unknown to RQ, so arguments and results go through this codec wherever they
+cross a process. Types JSON lacks are written as ``{"__tr__": TAG, "v": VALUE}``; a user
+dict that happens to use the ``__tr__`` key, or has non-string keys, is written as a
+tagged list of pairs, so decoding never mistakes user data for a tag.
+
+Nothing here can execute code on load: decoding only builds the types listed in _DECODERS.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from .errors import PayloadError
+
+TAG = "__tr__"
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class _Unencodable(Exception):
+    def __init__(self, path: str, value: object) -> None:
+        self.path = path
+        self.value = value
+
+
+def _tagged(tag: str, value: Any) -> dict[str, Any]:
+    return {TAG: tag, "v": value}
+
+
+def _encode(obj: Any, path: str) -> Any:
+    # Exact type checks first: bool and int are the hot path and must stay cheap.
+    kind = type(obj)
+    if kind in _SCALARS:
+        if kind is float and (obj != obj or obj in (float("inf"), float("-inf"))):
+            raise _Unencodable(path, obj)
+        return obj
+    if kind is list:
+        return [_encode(item, f"{path}[{i}]") for i, item in enumerate(obj)]
+    if kind is dict:
+        if TAG not in obj and all(type(k) is str for k in obj):
+            return {k: _encode(v, f"{path}[{k!r}]") for k, v in obj.items()}
+        return _tagged(
+            "dict",
+            [[_encode(k, f"{path}.key"), _encode(v, f"{path}[{k!r}]")] for k, v in obj.items()],
+        )
+    if kind is tuple:
+        return _tagged("tuple", [_encode(item, f"{path}[{i}]") for i, item in enumerate(obj)])
+    if isinstance(obj, dt.datetime):
+        return _tagged("datetime", obj.isoformat())
+    if isinstance(obj, dt.date):
+        return _tagged("date", obj.isoformat())
+    if isinstance(obj, dt.time):
+        return _tagged("time", obj.isoformat())
+    if isinstance(obj, dt.timedelta):
+        return _tagged("timedelta", [obj.days, obj.seconds, obj.microseconds])
+    if isinstance(obj, uuid.UUID):
+        return _tagged("uuid", str(obj))
+    if isinstance(obj, Decimal):
+        return _tagged("decimal", str(obj))
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return _tagged("bytes", base64.b64encode(bytes(obj)).decode("ascii"))
+    if isinstance(obj, set | frozenset):
+        return _tagged("set", [_encode(item, f"{path}{{}}") for item in obj])
+    # Subclasses of the JSON types (str enums, int flags, named tuples, OrderedDict) keep
+    # their JSON meaning; anything else is refused rather than guessed at.
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, float):
+        return _encode(float(obj), path)
+    if isinstance(obj, tuple):
+        return _encode(tuple(obj), path)
+    if isinstance(obj, list):
+        return _encode(list(obj), path)
+    if isinstance(obj, Mapping):
+        return _encode(dict(obj), path)
+    raise _Unencodable(path, obj)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, float):
+        return f"the float {value!r} (JSON has no NaN or infinity)"
+    return f"a value of type {type(value).__module__}.{type(value).__qualname__}"
+
+
+def to_jsonable(obj: Any, what: str = "value") -> Any:
+    """``obj`` as plain JSON data with type tags; PayloadError names the bad part."""
+    try:
+        return _encode(obj, what)
+    except _Unencodable as exc:
+        raise PayloadError(
+            f"{exc.path} is {_describe(exc.value)}, which taskrouter cannot encode as JSON: "
+            "pass str, int, float, bool, None, list, tuple, dict, set, datetime, date, time, "
+            "timedelta, UUID, Decimal or bytes (convert other objects first)"
+        ) from None
+    except RecursionError:
+        raise PayloadError(f"{what} is nested too deeply (or contains itself)") from None
+
+
+def dumps(obj: Any, what: str = "value") -> str:
+    """Encode ``obj`` as a compact JSON string."""
+    return json.dumps(to_jsonable(obj, what), separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode_datetime(v: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(v)
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "tuple": lambda v: tuple(v),
+    "datetime": _decode_datetime,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "timedelta": lambda v: dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "uuid": uuid.UUID,
+    "decimal": Decimal,
+    "bytes": lambda v: base64.b64decode(v.encode("ascii"), validate=True),
+    "set": lambda v: set(v),
+    "dict": lambda v: {_hashable(k): val for k, val in v},
+}
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(key) if isinstance(key, list) else key
+
+
+def _object_hook(obj: dict[str, Any]) -> Any:
+    tag = obj.get(TAG)
+    if tag is None or len(obj) != 2 or "v" not in obj:
+        return obj
+    decoder = _DECODERS.get(tag)
+    if decoder is None:
+        raise PayloadError(f"unknown type tag {tag!r} in a taskrouter payload")
+    try:
+        return decoder(obj["v"])
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise PayloadError(f"bad {tag} value in a taskrouter payload: {exc}") from None
+
+
+def loads(data: str | bytes) -> Any:
+    """Decode a string made by ``dumps``; PayloadError if it is not valid taskrouter JSON."""
+    try:
+        return json.loads(data, object_hook=_object_hook)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, PayloadError):
+            raise
+        raise PayloadError(f"not a taskrouter JSON payload: {exc}") from None
+
+
+def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """The payload of one call; PayloadError names the argument that cannot be encoded."""
+    enc_args = [to_jsonable(a, f"argument {i}") for i, a in enumerate(args)]
+    enc_kwargs = {k: to_jsonable(v, f"argument {k!r}") for k, v in kwargs.items()}
+    return json.dumps({"a": enc_args, "k": enc_kwargs}, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_call(payload: str | bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Arguments and keyword arguments from ``encode_call``."""
+    data = loads(payload)
+    if not isinstance(data, dict) or not isinstance(data.get("a"), list):
+        raise PayloadError("not a taskrouter call payload (expected {'a': [...], 'k': {...}})")
+    kwargs = data.get("k") or {}
+    if not isinstance(kwargs, dict):
+        raise PayloadError("not a taskrouter call payload: 'k' must be an object")
+    return tuple(data["a"]), kwargs
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` as plain JSON data for people and HTTP clients: no type tags.
+
+    Tuples and sets become lists, datetimes ISO strings, bytes base64, Decimal strings,
+    dicts with non-string keys get string keys. Not reversible; ``dumps`` is.
+    """
+    kind = type(obj)
+    if kind in _SCALARS:
+        return obj
+    if isinstance(obj, dict):
+        return {str(k) if not isinstance(k, str) else k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dt.datetime | dt.date | dt.time):
+        return obj.isoformat()
+    if isinstance(obj, dt.timedelta):
+        return obj.total_seconds()
+    if isinstance(obj, bytes | bytearray):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    return str(obj)

@@ -1,0 +1,127 @@
+"""Plain-text views of a derived policy, for ``taskrouter policy check`` and ``explain``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from router.derive import (
+    Derived,
+    ProfileSettings,
+    grace,
+    prefetch_multiplier,
+    profile_visibility_need,
+)
+from router.durations import format_duration
+from router.policy import Retries
+
+CHECK_COLUMNS = ("profile", "backend", "queue", "timeout", "retries", "reason")
+
+
+def render_check(derived: Derived) -> str:
+    """One row per profile (backend, queue, timeout, retries, reason) and the Celery window."""
+    rows = [
+        (
+            s.profile,
+            s.backend,
+            s.queue,
+            format_duration(s.soft_time_limit),
+            format_retries(s.retries),
+            s.reason,
+        )
+        for s in derived.profiles.values()
+    ]
+    lines = _table(CHECK_COLUMNS, rows)
+    lines.append("")
+    lines.append(_visibility_line(derived))
+    return "\n".join(lines)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns; the last one is not padded, so long reasons do not pad lines."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        return "  ".join([*cells, row[-1]])
+
+    return [line(header), *(line(row) for row in rows)]
+
+
+def _visibility_line(derived: Derived) -> str:
+    return f"Celery visibility timeout {derived.visibility_timeout}s: {derived.visibility_reason}"
+
+
+def format_retries(retries: Retries) -> str:
+    """``"3, backoff 10s 1m 5m"``, ``"2"`` or ``"none"``."""
+    if retries.max == 0:
+        return "none"
+    if not retries.backoff:
+        return f"{retries.max}, no backoff"
+    return f"{retries.max}, backoff {' '.join(format_duration(d) for d in retries.backoff)}"
+
+
+def render_explain(derived: Derived, name: str) -> str:
+    """The decision for profile ``name``, why, and each derived setting, one per line.
+
+    Raises KeyError, listing the known profiles, when ``name`` is not in the policy.
+    """
+    profile = derived.policy.profile(name)
+    settings = derived.profiles[name]
+    where = f"{derived.policy.path}:{profile.line}" if profile.line else derived.policy.path
+    pairs = [
+        ("profile", f"{name} ({where})"),
+        ("backend", f"{settings.backend} (rule: {settings.rule})"),
+        ("reason", settings.reason),
+        ("queue", settings.queue),
+        ("shape", profile.shape),
+        ("expected_latency", format_duration(profile.expected_latency)),
+        *_limits(settings),
+        ("max_attempts", f"{settings.max_attempts} (retries: {format_retries(settings.retries)})"),
+        ("keep_results", f"{format_duration(settings.keep_results)} (results and job records)"),
+        (
+            "concurrency",
+            f"{settings.concurrency} at once, across all workers"
+            if settings.concurrency
+            else "no global cap",
+        ),
+        (
+            "rate_limit",
+            f"{settings.rate_limit} starts, across all workers"
+            if settings.rate_limit
+            else "no global cap",
+        ),
+        *_engine_specific(derived, settings),
+    ]
+    width = max(len(key) for key, _ in pairs)
+    return "\n".join(f"{key.ljust(width)}  {value}" for key, value in pairs)
+
+
+def _limits(settings: ProfileSettings) -> list[tuple[str, str]]:
+    soft = settings.soft_time_limit
+    hard = format_duration(settings.time_limit)
+    return [
+        ("timeout", f"{format_duration(soft)} (soft limit: the task gets a timeout error)"),
+        ("time_limit", f"{hard} (timeout + {format_duration(grace(soft))} grace: then killed)"),
+        ("job_timeout", f"{settings.job_timeout}s (the time limit in whole seconds, for RQ)"),
+    ]
+
+
+def _engine_specific(derived: Derived, settings: ProfileSettings) -> list[tuple[str, str]]:
+    if settings.backend == "rq":
+        return [("rq worker", "a fresh forked work-horse per job")]
+    profile = derived.policy.profile(settings.profile)
+    multiplier = prefetch_multiplier(derived, [settings.queue])
+    why = (
+        "a profile with expected_latency >= 1s uses this queue"
+        if multiplier == 1
+        else "only sub-second tasks on this queue"
+    )
+    need = math.ceil(profile_visibility_need(profile))
+    return [
+        ("prefetch", f"{multiplier} per worker process ({why})"),
+        (
+            "visibility",
+            f"needs {need}s; the Celery visibility timeout is {derived.visibility_timeout}s",
+        ),
+    ]

@@ -1,0 +1,158 @@
+"""The Job handle: one job's record, as any process sees it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import codec
+from .errors import JobFailed, JobTimeout
+from .states import FINISHED, SUCCEEDED
+
+
+class JobSource(Protocol):
+    """Where a Job reads its record and sends its commands (the runtime)."""
+
+    def read_record(self, job_id: str) -> Mapping[str, str] | None: ...
+
+    def cancel_job(self, job_id: str) -> Mapping[str, str]: ...
+
+
+def iso(ms: str | float | None) -> str | None:
+    """Milliseconds since the epoch as ISO 8601 UTC with milliseconds and a Z."""
+    if ms in (None, ""):
+        return None
+    stamp = dt.datetime.fromtimestamp(float(ms) / 1000, tz=dt.UTC)  # type: ignore[arg-type]
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _num(value: str | None) -> float | None:
+    return None if value in (None, "") else float(value)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class Job:
+    """A job routed by taskrouter. ``refresh()`` re-reads it in one Redis round trip."""
+
+    id: str
+    task: str
+    profile: str
+    backend: str
+    queue: str
+    state: str
+    attempts: int = 0
+    max_attempts: int = 1
+    created_at: float | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    workflow_id: str | None = None
+    idempotency_key: str | None = None
+    _result: str | None = field(default=None, repr=False)
+    _error: str | None = field(default=None, repr=False)
+    _source: JobSource | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, str], source: JobSource | None = None) -> Job:
+        return cls(
+            id=record["id"],
+            task=record.get("task", ""),
+            profile=record.get("profile", ""),
+            backend=record.get("backend", ""),
+            queue=record.get("queue", ""),
+            state=record.get("state", ""),
+            attempts=int(record.get("attempts") or 0),
+            max_attempts=int(record.get("max_attempts") or 1),
+            created_at=_num(record.get("created_at")),
+            queued_at=_num(record.get("queued_at")),
+            started_at=_num(record.get("started_at")),
+            finished_at=_num(record.get("finished_at")),
+            workflow_id=record.get("workflow_id") or None,
+            idempotency_key=record.get("idempotency_key") or None,
+            _result=record.get("result") or None,
+            _error=record.get("error") or None,
+            _source=source,
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def result(self) -> Any:
+        """The decoded return value (None until the job succeeded)."""
+        return None if self._result is None else codec.loads(self._result)
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        """``{"type": ..., "message": ...}`` of the last failure, or None."""
+        return None if self._error is None else json.loads(self._error)
+
+    def _require_source(self) -> JobSource:
+        if self._source is None:
+            raise RuntimeError("this Job was built without a runtime; use router.get_job(id)")
+        return self._source
+
+    def refresh(self) -> Job:
+        """Re-read the record; returns self."""
+        from .errors import JobNotFound
+
+        record = self._require_source().read_record(self.id)
+        if record is None:
+            raise JobNotFound(self.id)
+        fresh = Job.from_record(record, self._source)
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(fresh, name))
+        return self
+
+    def wait(self, timeout: float | None = 60.0, *, poll: float = 0.002) -> Any:
+        """Block until the job finishes; return its result or raise JobFailed.
+
+        Polls the record with a growing interval (2 ms up to 200 ms). Raises JobTimeout
+        when ``timeout`` seconds pass first (None waits forever).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll
+        while True:
+            self.refresh()
+            if self.finished:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeout(f"job {self.id} still {self.state} after {timeout} s")
+            sleep = interval if deadline is None else min(interval, deadline - time.monotonic())
+            time.sleep(max(sleep, 0))
+            interval = min(interval * 2, 0.2)
+        if self.state == SUCCEEDED:
+            return self.result
+        err = self.error or {"type": "Canceled", "message": "the job was canceled"}
+        raise JobFailed(self.id, self.state, err.get("type", ""), err.get("message", ""))
+
+    def cancel(self) -> Job:
+        """Cancel the job: a queued job never runs, a running one is stopped."""
+        record = self._require_source().cancel_job(self.id)
+        fresh = Job.from_record(record, self._source)
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(fresh, name))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's job JSON (plain JSON: tuples as lists, datetimes as strings)."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "profile": self.profile,
+            "backend": self.backend,
+            "queue": self.queue,
+            "state": self.state,
+            "attempts": self.attempts,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "result": None if self._result is None else codec.plain(self.result),
+            "error": self.error,
+            "workflow_id": self.workflow_id,
+        }

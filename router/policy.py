@@ -1,0 +1,98 @@
+"""The policy model: what policies.yaml says, as frozen values in seconds.
+
+Loading and validation live in ``router.policy_file``; routing decisions in
+``router.classify``; engine settings derived from a policy in ``router.derive``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Shape = Literal["isolated", "chain", "group", "chord"]
+BackendChoice = Literal["auto", "celery", "rq"]
+Engine = Literal["celery", "rq"]
+WorkflowMode = Literal["celery", "per-step"]
+
+SHAPES: tuple[str, ...] = ("isolated", "chain", "group", "chord")
+BACKEND_CHOICES: tuple[str, ...] = ("auto", "celery", "rq")
+ENGINES: tuple[str, ...] = ("celery", "rq")
+WORKFLOW_MODES: tuple[str, ...] = ("celery", "per-step")
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """How often a failed job is tried again, and how long to wait before each try."""
+
+    max: int = 0
+    backoff: tuple[float, ...] = ()
+
+    def delay(self, failed_attempt: int) -> float:
+        """Seconds to wait after attempt number ``failed_attempt`` (1-based) failed.
+
+        The list is used in order; its last value repeats. No list means no wait.
+        """
+        if not self.backoff:
+            return 0.0
+        return self.backoff[min(failed_attempt, len(self.backoff)) - 1]
+
+    @property
+    def longest_delay(self) -> float:
+        return max(self.backoff, default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``count`` job starts per ``per`` seconds, across every worker."""
+
+    count: int
+    per: float
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "m", 3600.0: "h", 86400.0: "d"}.get(self.per)
+        return f"{self.count}/{unit}" if unit else f"{self.count}/{self.per:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One profile of policies.yaml, with every default filled in."""
+
+    name: str
+    expected_latency: float
+    shape: Shape = "isolated"
+    backend: BackendChoice = "auto"
+    queue: str = ""
+    timeout: float = 300.0
+    retries: Retries = field(default_factory=Retries)
+    keep_results: float = 86400.0
+    concurrency: int | None = None
+    rate_limit: RateLimit | None = None
+    line: int | None = None  # where the profile starts in its file, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    long_after: float = 30.0
+    workflows: WorkflowMode = "celery"
+    # When set, the Celery broker's visibility window is this value instead of the
+    # derived one (brokers shared with other apps, where the shortest window wins);
+    # a Celery-routed profile that does not fit in it is refused.
+    celery_visibility_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    path: str
+    routing: Routing
+    profiles: Mapping[str, Profile]
+    version: int = 1
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.profiles)) or "none"
+            raise KeyError(
+                f"profile {name!r} is not in {self.path} (known profiles: {known})"
+            ) from None

@@ -1,0 +1,70 @@
+"""Every default of taskrouter, and the environment variables that override them."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_POLICY = "./policies.yaml"
+DEFAULT_KEY_PREFIX = "taskrouter"
+
+# A running job's lease is renewed every LEASE_TTL / 3 by the process that runs it; a
+# job whose lease lapses belongs to a dead worker. Small enough for the janitor to see a
+# death within a minute, large enough to ride out a GC pause or a slow Redis.
+LEASE_TTL = 15.0
+# How often the worker-side pump moves due retries from the router's schedule to the
+# engines, and how often the janitor looks for lapsed leases.
+SCHEDULE_POLL = 0.5
+JANITOR_INTERVAL = 5.0
+# A dispatch that was taken off the schedule but never reached its engine (the process
+# died in between) is sent again after this long.
+DISPATCH_GRACE = 30.0
+# Finished records are kept keep_results; a record that never finishes (its queue is
+# never served) is kept this long so that it cannot grow Redis without bound.
+UNFINISHED_TTL = 30 * 86400
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Where taskrouter finds its servers and policy. Build with ``Settings.from_env()``."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    celery_broker_url: str | None = None
+    policy_path: str = DEFAULT_POLICY
+    api_token: str | None = None
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    # Engine-native key prefixes. None keeps the engines' own defaults ("rq", no kombu
+    # prefix) so that stock rq and celery tools still see the queues.
+    rq_key_prefix: str | None = None
+    celery_key_prefix: str | None = None
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        prefix = env.get("TASKROUTER_KEY_PREFIX") or DEFAULT_KEY_PREFIX
+        if not _PREFIX_RE.match(prefix):
+            raise ValueError(
+                f"TASKROUTER_KEY_PREFIX={prefix!r}: use 1-64 letters, digits, '_', '.', ':' or '-'"
+            )
+        custom = "TASKROUTER_KEY_PREFIX" in env
+        return cls(
+            redis_url=env.get("TASKROUTER_REDIS_URL") or DEFAULT_REDIS_URL,
+            celery_broker_url=env.get("TASKROUTER_CELERY_BROKER_URL") or None,
+            policy_path=env.get("TASKROUTER_POLICY") or DEFAULT_POLICY,
+            api_token=env.get("TASKROUTER_API_TOKEN") or None,
+            key_prefix=prefix,
+            rq_key_prefix=f"{prefix}-rq" if custom else None,
+            celery_key_prefix=f"{prefix}-celery:" if custom else None,
+        )
+
+    def with_redis(self, url: str) -> Settings:
+        return replace(self, redis_url=url)

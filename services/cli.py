@@ -1,0 +1,200 @@
+"""The ``taskrouter`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from router.errors import JobNotFound, PolicyError, TaskrouterError
+from router.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Print taskrouter errors as one clear message and exit 1, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PolicyError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+        except JobNotFound as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except TaskrouterError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Send each background task to Celery or RQ by its profile; one status API for all."""
+
+
+# -- policy -------------------------------------------------------------------------------
+
+
+@main.group()
+def policy() -> None:
+    """Check and explain policies.yaml."""
+
+
+def _policy_option(fn: F) -> F:
+    return click.option(
+        "--policy",
+        "policy_path",
+        default=None,
+        metavar="FILE",
+        help="policy file (default: $TASKROUTER_POLICY or ./policies.yaml)",
+    )(fn)
+
+
+def _derived(policy_path: str | None) -> Any:
+    from router.derive import derive
+    from router.policy_file import load_policy
+
+    return derive(load_policy(policy_path or Settings.from_env().policy_path))
+
+
+@policy.command("check")
+@_policy_option
+@friendly
+def policy_check(policy_path: str | None) -> None:
+    """Validate the policy; print each profile, its engine and why."""
+    from router.explain import render_check
+
+    click.echo(render_check(_derived(policy_path)))
+
+
+@policy.command("explain")
+@click.argument("profile")
+@_policy_option
+@friendly
+def policy_explain(profile: str, policy_path: str | None) -> None:
+    """Print the routing decision and every derived setting of PROFILE."""
+    from router.explain import render_explain
+
+    derived = _derived(policy_path)
+    if profile not in derived.profiles:
+        raise TaskrouterError(
+            f"no profile {profile!r} in {derived.policy.path}; profiles: "
+            + ", ".join(sorted(derived.profiles))
+        )
+    click.echo(render_explain(derived, profile))
+
+
+# -- worker, janitor ------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--app", "app_module", required=True, help="module that defines the @task functions")
+@click.option("--backend", type=click.Choice(["celery", "rq"]), required=True)
+@click.option(
+    "--queues", default=None, help="comma-separated queues (default: all of the engine's)"
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    default=None,
+    help="processes (default: 2 for celery, 1 for rq)",
+)
+@click.option("-v", "--verbose", is_flag=True)
+@click.option("--single", is_flag=True, hidden=True, help="one RQ worker, unsupervised")
+@friendly
+def worker(
+    app_module: str,
+    backend: str,
+    queues: str | None,
+    concurrency: int | None,
+    verbose: bool,
+    single: bool,
+) -> None:
+    """Run a worker of one engine for the policy's queues."""
+    from .worker import run_worker
+
+    _logging(verbose)
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    sys.exit(run_worker(app_module, backend, names, concurrency, single=single))
+
+
+@main.command()
+@click.option("--app", "app_module", default=None, help="module of @task functions (optional)")
+@click.option("--once", is_flag=True, help="one pass, print what it did, and exit")
+@click.option("--beat", default=None, hidden=True, help="ENGINE|NAME heartbeat to keep")
+@click.option("--parent", type=int, default=None, hidden=True, help="exit when this pid is gone")
+@friendly
+def janitor(app_module: str | None, once: bool, beat: str | None, parent: int | None) -> None:
+    """Retry or fail jobs whose worker died; send due retries and delayed jobs."""
+    from backends.runtime import Runtime
+
+    from .janitor import Janitor
+    from .worker import import_app
+
+    _logging(False)
+    if app_module:
+        import_app(app_module)
+    engine, _, name = (beat or "").partition("|")
+    jan = Janitor(Runtime.from_env(), engine=engine or None, name=name, parent=parent)
+    if once:
+        click.echo(json.dumps(jan.run_once()))
+        return
+    jan.run_forever()
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="the job as JSON")
+@friendly
+def status(job_id: str, as_json: bool) -> None:
+    """Show one job, whichever engine ran it."""
+    from router import get_job
+
+    job = get_job(job_id).to_dict()
+    if as_json:
+        click.echo(json.dumps(job, indent=2))
+        return
+    for key, value in job.items():
+        if isinstance(value, dict | list):
+            value = json.dumps(value)
+        click.echo(f"{key:12} {'' if value is None else value}")
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--embedded", is_flag=True, help="use a private embedded server even if Redis answers"
+)
+@click.option("--jobs", type=click.IntRange(1, 10_000), default=None, help="size of the workload")
+@friendly
+def demo(embedded: bool, jobs: int | None) -> None:
+    """The README's main job: both engines, a mixed workload, a summary."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(force_embedded=embedded, size=jobs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""``taskrouter worker``: one engine's worker for the policy's queues, with the settings
+derived from the policy, and a janitor process beside it.
+
+No thread is ever started in a process that forks (Celery's main process forks its pool,
+an RQ worker forks a work-horse per job): a fork taken while another thread holds a lock
+(an import lock, a connection pool lock) deadlocks the child. So the janitor and the
+heartbeat run in their own process, and the RQ supervisor starts workers with exec.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from backends.celery_backend import is_redis_url
+from backends.execute import WorkerContext, install_context, worker_name
+from backends.runtime import Runtime
+from router import _runtime
+from router.derive import celery_queues, prefetch_multiplier, rq_queues
+from router.errors import TaskrouterError
+from router.registry import registered
+from router.settings import Settings
+
+log = logging.getLogger("taskrouter.worker")
+
+
+def import_app(module: str) -> None:
+    """Import the user's module so that its @task functions register."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise TaskrouterError(f"cannot import --app {module!r}: {exc}") from exc
+    if not registered():
+        raise TaskrouterError(f"--app {module!r} registers no @task functions")
+
+
+def check_profiles(runtime: Runtime) -> None:
+    missing = sorted(
+        f"{t.name} (profile {t.profile!r})"
+        for t in registered().values()
+        if t.profile not in runtime.derived.profiles
+    )
+    if missing:
+        raise TaskrouterError(
+            f"tasks use profiles that {runtime.derived.policy.path} does not define: "
+            + ", ".join(missing)
+        )
+
+
+def prepare(app_module: str, settings: Settings | None = None) -> Runtime:
+    import_app(app_module)
+    runtime = Runtime.from_env(settings)
+    check_profiles(runtime)
+    _runtime.install(runtime)
+    return runtime
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", *args]
+
+
+def start_janitor(engine: str, name: str) -> subprocess.Popen[bytes]:
+    """The janitor for this worker: beats its heartbeat while this process lives."""
+    return subprocess.Popen(
+        _cli("janitor", "--beat", f"{engine}|{name}", "--parent", str(os.getpid()))
+    )
+
+
+def stop_child(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_worker(
+    app_module: str,
+    engine: str,
+    queues: Sequence[str] | None = None,
+    concurrency: int | None = None,
+    *,
+    single: bool = False,
+    settings: Settings | None = None,
+) -> int:
+    runtime = prepare(app_module, settings)
+    known = celery_queues(runtime.derived) if engine == "celery" else rq_queues(runtime.derived)
+    chosen = list(queues) if queues else known
+    if not chosen:
+        raise TaskrouterError(f"the policy routes no profile to {engine}: nothing to consume")
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        log.warning("queues %s are not %s queues in the policy", ", ".join(unknown), engine)
+    name = worker_name(engine)
+    install_context(WorkerContext(store=runtime.store, name=name))
+    if engine == "rq" and single:
+        return _run_rq_single(runtime, chosen, name)
+    janitor = start_janitor(engine, name)
+    try:
+        if engine == "celery":
+            return _run_celery(runtime, chosen, concurrency or 2, name)
+        return _supervise_rq(app_module, chosen, concurrency or 1)
+    finally:
+        stop_child(janitor)
+
+
+def _run_celery(runtime: Runtime, queues: list[str], concurrency: int, name: str) -> int:
+    app = runtime.celery_app
+    multiplier = prefetch_multiplier(runtime.derived, queues)
+    if multiplier == 1 and is_redis_url(runtime.settings.broker_url):
+        # Long tasks: reserve nothing beyond what runs, so no message waits behind a
+        # long task in this worker while another worker is idle.
+        app.conf.worker_disable_prefetch = True
+    worker = app.Worker(
+        queues=queues,
+        concurrency=concurrency,
+        pool="prefork",
+        loglevel="INFO",
+        hostname=f"{name.replace('@', '-')}@%h",
+        prefetch_multiplier=multiplier,
+        without_gossip=True,
+        without_mingle=True,
+    )
+    worker.start()
+    return int(worker.exitcode or 0)
+
+
+def _run_rq_single(runtime: Runtime, queues: list[str], name: str) -> int:
+    from backends.rq_backend import make_worker
+
+    worker = make_worker(runtime.rq.connection, queues, name)
+    ok = worker.work(with_scheduler=False, logging_level="INFO")
+    return 0 if ok or ok is None else 1
+
+
+def _supervise_rq(app_module: str, queues: list[str], concurrency: int) -> int:
+    """Run ``concurrency`` forking RQ workers; restart any that exits (RQ workers exit on
+    a Redis TimeoutError); on SIGTERM/SIGINT stop them all (warm: running jobs finish)."""
+    stopping = False
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    args = _cli(
+        "worker", "--app", app_module, "--backend", "rq", "--queues", ",".join(queues), "--single"
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for slot in range(concurrency):
+        children[slot] = subprocess.Popen(args)
+    log.info("rq workers %s on queues %s", [p.pid for p in children.values()], queues)
+    while not stopping:
+        for slot, proc in list(children.items()):
+            if proc.poll() is not None and not stopping:
+                log.warning("rq worker %s exited with %s; restarting", proc.pid, proc.returncode)
+                children[slot] = subprocess.Popen(args)
+        time.sleep(0.5)
+    for proc in children.values():
+        stop_child(proc, timeout=120)
+    return 0
