@@ -10,8 +10,9 @@ explain`` shows exactly what runs. Per profile:
 - ``time_limit`` = ``timeout`` + grace, grace = 10% of ``timeout``, at least 5 s and at most
   60 s. The hard kill, for a task that ignores the soft limit; the grace leaves time
   to clean up without letting a stuck task hold a worker for long.
-- ``job_timeout`` = ``time_limit`` rounded up to whole seconds: RQ's only limit (its
-  work-horse is killed) takes an int, and both engines should kill at the same time.
+- ``job_timeout`` = ``timeout`` rounded up to whole seconds: RQ raises its timeout
+  exception inside the work-horse at that moment, as Celery's soft limit does, so a job
+  times out at the same moment on both engines (RQ kills a horse that ignores it later).
 - ``keep_results`` in whole seconds: RQ's ``result_ttl`` and ``failure_ttl``, Celery's
   ``result_expires`` and the TTL of taskrouter's own job records, so a job's status
   disappears everywhere at once. Engine defaults differ (RQ 500 s, Celery 1 day).
@@ -152,7 +153,7 @@ def _settings(policy: Policy, profile: Profile) -> ProfileSettings:
         queue=profile.queue or profile.name,
         soft_time_limit=profile.timeout,
         time_limit=hard_limit,
-        job_timeout=math.ceil(hard_limit),
+        job_timeout=math.ceil(profile.timeout),
         keep_results=math.ceil(profile.keep_results),
         max_attempts=profile.retries.max + 1,
         retries=profile.retries,

@@ -103,7 +103,7 @@ def _limits(settings: ProfileSettings) -> list[tuple[str, str]]:
     return [
         ("timeout", f"{format_duration(soft)} (soft limit: the task gets a timeout error)"),
         ("time_limit", f"{hard} (timeout + {format_duration(grace(soft))} grace: then killed)"),
-        ("job_timeout", f"{settings.job_timeout}s (the time limit in whole seconds, for RQ)"),
+        ("job_timeout", f"{settings.job_timeout}s (the timeout in whole seconds, for RQ)"),
     ]
 
 

@@ -53,14 +53,14 @@ def test_grace(timeout: float, expected_grace: float) -> None:
 # Hand-computed from policies.yaml: (backend, rule, soft, hard, job_timeout, keep, attempts,
 # long_running)
 SHIPPED = {
-    "interactive": ("celery", "latency", 30.0, 35.0, 35, 86400, 3, False),
-    "default": ("celery", "latency", 120.0, 132.0, 132, 86400, 1, True),
-    "enrichment": ("rq", "latency", 600.0, 660.0, 660, 86400, 4, True),
-    "llm": ("rq", "latency", 900.0, 960.0, 960, 86400, 3, True),
-    "media": ("rq", "latency", 1800.0, 1860.0, 1860, 172800, 1, True),
-    "flaky": ("celery", "latency", 60.0, 66.0, 66, 86400, 3, True),
-    "pipeline": ("celery", "workflow", 300.0, 330.0, 330, 86400, 1, True),
-    "fanout": ("celery", "workflow", 600.0, 660.0, 660, 86400, 2, True),
+    "interactive": ("celery", "latency", 30.0, 35.0, 30, 86400, 3, False),
+    "default": ("celery", "latency", 120.0, 132.0, 120, 86400, 1, True),
+    "enrichment": ("rq", "latency", 600.0, 660.0, 600, 86400, 4, True),
+    "llm": ("rq", "latency", 900.0, 960.0, 900, 86400, 3, True),
+    "media": ("rq", "latency", 1800.0, 1860.0, 1800, 172800, 1, True),
+    "flaky": ("celery", "latency", 60.0, 66.0, 60, 86400, 3, True),
+    "pipeline": ("celery", "workflow", 300.0, 330.0, 300, 86400, 1, True),
+    "fanout": ("celery", "workflow", 600.0, 660.0, 600, 86400, 2, True),
 }
 
 
@@ -136,7 +136,7 @@ def test_fractional_values_round_up() -> None:
     p = Profile(name="p", expected_latency=1.0, timeout=123.0, keep_results=1.5)
     settings = derive(policy(p)).profiles["p"]
     assert settings.time_limit == pytest.approx(135.3)
-    assert settings.job_timeout == 136
+    assert settings.job_timeout == 123
     assert settings.keep_results == 2
 
 
@@ -239,7 +239,7 @@ def test_render_explain_lists_every_derived_setting(shipped: Derived) -> None:
     assert settings["reason"].startswith("expected_latency 1m >= routing.long_after 30s")
     assert settings["timeout"].startswith("10m ")
     assert settings["time_limit"].startswith("11m (timeout + 1m grace")
-    assert settings["job_timeout"].startswith("660s ")
+    assert settings["job_timeout"].startswith("600s ")
     assert settings["max_attempts"] == "4 (retries: 3, backoff 10s 1m 5m)"
     assert settings["keep_results"].startswith("1d ")
     assert settings["concurrency"].startswith("8 ")

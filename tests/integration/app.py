@@ -1,0 +1,66 @@
+"""The tasks the integration tests' workers load (--app tests.integration.app)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from router import task
+
+
+@task(profile="quick", name="t.echo")
+def echo(value: Any) -> Any:
+    return value
+
+
+@task(profile="long", name="t.long_echo")
+def long_echo(value: Any) -> Any:
+    return value
+
+
+@task(profile="quick", name="t.pid")
+def pid() -> int:
+    return os.getpid()
+
+
+@task(profile="quick_retry", name="t.fail_quick")
+def fail_quick(message: str) -> None:
+    raise ValueError(message)
+
+
+@task(profile="long_retry", name="t.fail_long")
+def fail_long(message: str) -> None:
+    raise ValueError(message)
+
+
+@task(profile="quick_timeout", name="t.sleep_quick")
+def sleep_quick(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+@task(profile="long_timeout", name="t.sleep_long")
+def sleep_long(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+@task(profile="long", name="t.sleep_rq")
+def sleep_rq(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+@task(profile="quick", name="t.sleep_celery")
+def sleep_celery(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+@task(profile="quick", name="t.touch")
+def touch(path: str) -> str:
+    """Writes a file: tests use it to see whether (and how often) a job ran."""
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return path

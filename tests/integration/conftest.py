@@ -1,0 +1,129 @@
+"""Real worker processes of both engines, started once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import STACK_PREFIX, delete_prefix
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = Path(__file__).with_name("policy.yaml")
+APP = "tests.integration.app"
+pytestmark = pytest.mark.integration
+
+
+def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))}
+    env.update(
+        {
+            "TASKROUTER_REDIS_URL": redis_url,
+            "TASKROUTER_KEY_PREFIX": prefix,
+            "TASKROUTER_POLICY": str(POLICY),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", *args]
+
+
+def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Wait until predicate() is truthy; fail the test naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Stack:
+    """Workers of both engines on one key prefix, and a runtime to talk to them."""
+
+    def __init__(self, redis_url: str, prefix: str, log_dir: Path) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.env = worker_env(redis_url, prefix)
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.runtime: Any = None
+
+    def start_worker(
+        self, engine: str, concurrency: int = 2, tag: str = ""
+    ) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{engine}{tag}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            cli("worker", "--app", APP, "--backend", engine, "--concurrency", str(concurrency)),
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        self.procs[engine + tag] = proc
+        return proc
+
+    def wait_ready(self, engines: tuple[str, ...] = ("celery", "rq"), timeout: float = 60) -> None:
+        from backends.store import WorkerRegistry
+
+        registry = WorkerRegistry(self.runtime.store)
+
+        def ready() -> bool:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    pytest.fail(f"worker {name} exited with {proc.returncode}: {self.log(name)}")
+            return all(registry.alive(e) for e in engines)
+
+        poll(ready, timeout, f"workers {engines}", interval=0.1)
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Celery and RQ workers (2 processes each) running tests.integration.app."""
+    from backends.runtime import Runtime
+    from router import _runtime
+    from router.settings import Settings
+
+    import tests.integration.app  # noqa: F401 - registers the tasks in this process too
+
+    prefix = STACK_PREFIX
+    s = Stack(redis_url, prefix, tmp_path_factory.mktemp("workers"))
+    settings = Settings.from_env(s.env)
+    s.runtime = Runtime.from_env(settings)
+    previous = _runtime.install(s.runtime)
+    try:
+        s.start_worker("celery")
+        s.start_worker("rq")
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+        _runtime.install(previous)
+        delete_prefix(redis_url, prefix)
