@@ -23,6 +23,7 @@ from router.errors import PayloadError, TaskNotRegistered, TaskrouterError
 from router.registry import lookup
 from router.settings import LEASE_TTL
 
+from . import workflows
 from .store import Claim, JobStore, now_ms
 
 log = logging.getLogger("taskrouter.worker")
@@ -164,4 +165,6 @@ def run(job_id: str, dispatch: int | str) -> str:
     if status != "ok":
         log.warning("job %s ended %s but is now %s; outcome dropped", job_id, outcome, state)
         return state
+    if claim.workflow_id and state in ("succeeded", "failed"):
+        workflows.on_member_finished(ctx.store, job_id, claim.workflow_id, state, value)
     return state

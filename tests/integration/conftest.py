@@ -107,11 +107,10 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Celery and RQ workers (2 processes each) running tests.integration.app."""
+    import tests.integration.app  # noqa: F401 - registers the tasks in this process too
     from backends.runtime import Runtime
     from router import _runtime
     from router.settings import Settings
-
-    import tests.integration.app  # noqa: F401 - registers the tasks in this process too
 
     prefix = STACK_PREFIX
     s = Stack(redis_url, prefix, tmp_path_factory.mktemp("workers"))
