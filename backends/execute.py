@@ -142,6 +142,9 @@ def run(job_id: str, dispatch: int | str) -> str:
     token = uuid.uuid4().hex
     me = f"{ctx.name}/{os.getpid()}"
     claim = ctx.store.claim(job_id, dispatch, me, token, ctx.lease_ms)
+    if claim.status == "limited":
+        log.info("job %s waits for its profile's global limit until %s", job_id, claim.detail)
+        return claim.status
     if claim.status != "ok":
         log.warning(
             "not running job %s dispatch %s: %s %s", job_id, dispatch, claim.status, claim.detail

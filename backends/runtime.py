@@ -193,6 +193,19 @@ class Runtime:
             sent += 1
         return sent
 
+    def publish_limits(self) -> None:
+        """Make this policy's global limits the ones every worker enforces."""
+        self.store.publish_limits(
+            {
+                name: (
+                    ps.concurrency,
+                    ps.rate_limit.count if ps.rate_limit else None,
+                    ps.rate_limit.per if ps.rate_limit else None,
+                )
+                for name, ps in self.derived.profiles.items()
+            }
+        )
+
     def ping(self) -> None:
         with redis_errors():
             self.store.ping()

@@ -24,7 +24,7 @@ from router.keys import Keys
 
 from .connection import PerProcess
 
-_SCRIPT_NAMES = ("create", "claim", "finish", "renew", "take_due", "cancel", "reap")
+_SCRIPT_NAMES = ("create", "claim", "finish", "renew", "take_due", "cancel", "reap", "sweep")
 
 
 def _load_scripts() -> dict[str, str]:
@@ -220,6 +220,31 @@ class JobStore:
         """Fail or retry jobs whose lease lapsed: (id, outcome)."""
         flat = self._run("reap", now_ms(), limit)
         return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def sweep(self, limit: int = 500) -> int:
+        """Drop index entries of records that have expired; returns how many jobs."""
+        return int(self._run("sweep", now_ms(), limit))
+
+    def publish_limits(
+        self, limits: Mapping[str, tuple[int | None, int | None, float | None]]
+    ) -> None:
+        """Write each profile's global limits (concurrency, rate count, rate window s),
+        which claim and take_due enforce; a profile without limits has its entry removed."""
+        client = self.client
+        with redis_errors():
+            pipe = client.pipeline(transaction=False)
+            for profile, (cap, count, per) in limits.items():
+                key = self.keys.limits(profile)
+                pipe.delete(key)
+                fields = {
+                    "concurrency": cap,
+                    "rate_count": count,
+                    "rate_per_ms": None if per is None else int(per * 1000),
+                }
+                fields = {k: v for k, v in fields.items() if v is not None}
+                if fields:
+                    pipe.hset(key, mapping=fields)
+            pipe.execute()
 
     def ping(self) -> None:
         with redis_errors():

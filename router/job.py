@@ -54,6 +54,7 @@ class Job:
     idempotency_key: str | None = None
     _result: str | None = field(default=None, repr=False)
     _error: str | None = field(default=None, repr=False)
+    _history: str | None = field(default=None, repr=False)
     _source: JobSource | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -75,6 +76,7 @@ class Job:
             idempotency_key=record.get("idempotency_key") or None,
             _result=record.get("result") or None,
             _error=record.get("error") or None,
+            _history=record.get("history") or None,
             _source=source,
         )
 
@@ -91,6 +93,12 @@ class Job:
     def error(self) -> dict[str, str] | None:
         """``{"type": ..., "message": ...}`` of the last failure, or None."""
         return None if self._error is None else json.loads(self._error)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One entry per finished attempt: attempt, worker, started_at, finished_at (ms),
+        and error when it failed (RQ keeps no per-attempt record; this does)."""
+        return [] if self._history is None else list(json.loads(self._history))
 
     def _require_source(self) -> JobSource:
         if self._source is None:

@@ -62,6 +62,10 @@ class Keys:
         """Sorted set: job ids holding a concurrency slot of a profile, scored by expiry."""
         return f"{self.prefix}:slots:{profile}"
 
+    def limits(self, profile: str) -> str:
+        """Hash: a profile's global limits (concurrency, rate_count, rate_per_ms)."""
+        return f"{self.prefix}:limits:{profile}"
+
     def rate(self, profile: str) -> str:
         """Sorted set: start times inside the current rate window of a profile."""
         return f"{self.prefix}:rate:{profile}"

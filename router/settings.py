@@ -42,6 +42,8 @@ class Settings:
     # prefix) so that stock rq and celery tools still see the queues.
     rq_key_prefix: str | None = None
     celery_key_prefix: str | None = None
+    lease_ttl: float = LEASE_TTL
+    janitor_interval: float = JANITOR_INTERVAL
 
     @property
     def broker_url(self) -> str:
@@ -57,6 +59,10 @@ class Settings:
             )
         custom = "TASKROUTER_KEY_PREFIX" in env
         return cls(
+            lease_ttl=_seconds(env, "TASKROUTER_LEASE_TTL", LEASE_TTL, minimum=1.0),
+            janitor_interval=_seconds(
+                env, "TASKROUTER_JANITOR_INTERVAL", JANITOR_INTERVAL, minimum=0.1
+            ),
             redis_url=env.get("TASKROUTER_REDIS_URL") or DEFAULT_REDIS_URL,
             celery_broker_url=env.get("TASKROUTER_CELERY_BROKER_URL") or None,
             policy_path=env.get("TASKROUTER_POLICY") or DEFAULT_POLICY,
@@ -68,3 +74,18 @@ class Settings:
 
     def with_redis(self, url: str) -> Settings:
         return replace(self, redis_url=url)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    from .durations import parse_duration
+
+    try:
+        value = parse_duration(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r}: {exc}") from None
+    if value < minimum:
+        raise ValueError(f"{name}={raw!r}: must be at least {minimum:g}s")
+    return value

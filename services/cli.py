@@ -152,7 +152,9 @@ def janitor(app_module: str | None, once: bool, beat: str | None, parent: int | 
     if app_module:
         import_app(app_module)
     engine, _, name = (beat or "").partition("|")
-    jan = Janitor(Runtime.from_env(), engine=engine or None, name=name, parent=parent)
+    runtime = Runtime.from_env()
+    runtime.publish_limits()
+    jan = Janitor(runtime, engine=engine or None, name=name, parent=parent)
     if once:
         click.echo(json.dumps(jan.run_once()))
         return

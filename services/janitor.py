@@ -22,7 +22,7 @@ from types import FrameType
 from backends.runtime import Runtime
 from backends.store import WorkerRegistry
 from router.errors import TaskrouterError
-from router.settings import JANITOR_INTERVAL, SCHEDULE_POLL
+from router.settings import SCHEDULE_POLL
 
 log = logging.getLogger("taskrouter.janitor")
 
@@ -53,7 +53,8 @@ class Janitor:
     def run_once(self) -> dict[str, int]:
         """One pass of every duty; returns what it did."""
         reaped = self.reap()
-        return {"reaped": reaped, "sent": self.runtime.pump()}
+        swept = self.runtime.store.sweep()
+        return {"reaped": reaped, "swept": swept, "sent": self.runtime.pump()}
 
     def _parent_gone(self) -> bool:
         return self.parent is not None and os.getppid() != self.parent
@@ -63,7 +64,8 @@ class Janitor:
             self.workers.beat(self.engine, self.name)
         if time.monotonic() >= self._next_reap:
             self.reap()
-            self._next_reap = time.monotonic() + JANITOR_INTERVAL
+            self.runtime.store.sweep()
+            self._next_reap = time.monotonic() + self.runtime.settings.janitor_interval
         self.runtime.pump()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

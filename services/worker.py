@@ -60,6 +60,7 @@ def prepare(app_module: str, settings: Settings | None = None) -> Runtime:
     import_app(app_module)
     runtime = Runtime.from_env(settings)
     check_profiles(runtime)
+    runtime.publish_limits()
     _runtime.install(runtime)
     return runtime
 
@@ -103,7 +104,8 @@ def run_worker(
     if unknown:
         log.warning("queues %s are not %s queues in the policy", ", ".join(unknown), engine)
     name = worker_name(engine)
-    install_context(WorkerContext(store=runtime.store, name=name))
+    lease_ms = int(runtime.settings.lease_ttl * 1000)
+    install_context(WorkerContext(store=runtime.store, name=name, lease_ms=lease_ms))
     if engine == "rq" and single:
         return _run_rq_single(runtime, chosen, name)
     janitor = start_janitor(engine, name)

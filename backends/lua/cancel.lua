@@ -11,6 +11,7 @@ redis.call('ZREM', prefix .. ':running', id)
 redis.call('HSET', key, 'finished_at', now,
   'error', cjson.encode({type = 'Canceled', message = 'canceled while ' .. r[1]}))
 redis.call('HDEL', key, 'token', 'lease_until')
+release_slot(id, key)
 move_state(id, key, r[1], 'canceled')
 count('canceled', key)
 expire_finished(id, key, now)

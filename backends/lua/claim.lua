@@ -20,6 +20,7 @@ if state == 'running' then
       message = 'the worker running attempt ' .. attempts .. ' died; no retries left'}),
       'finished_at', now)
     redis.call('HDEL', key, 'token', 'lease_until', 'worker')
+    release_slot(id, key)
     move_state(id, key, state, 'failed')
     count('failed', key)
     expire_finished(id, key, now)
@@ -29,6 +30,23 @@ elseif state ~= 'queued' then
   return {'stale', r[2] or ''}
 end
 local lease = now + tonumber(ARGV[6])
+local profile = redis.call('HGET', key, 'profile')
+local slots = prefix .. ':slots:' .. profile
+redis.call('ZREM', slots, id)  -- a redelivery after a death re-acquires below
+local room, wait = headroom(profile, now)
+if room ~= nil and room <= 0 then
+  -- Over a global limit: back to the router's schedule, holding no worker slot. The
+  -- engine message is spent; a new dispatch is sent when the job may start.
+  redis.call('HINCRBY', key, 'dispatch', 1)
+  redis.call('HSET', key, 'due_at', wait, 'waiting', 'limit')
+  redis.call('ZADD', prefix .. ':schedule', wait, id)
+  move_state(id, key, state, 'scheduled')
+  return {'limited', tostring(wait)}
+end
+local cap, rcount = limits(profile)
+if cap then redis.call('ZADD', slots, lease, id) end
+if rcount then redis.call('ZADD', prefix .. ':rate:' .. profile, now, id .. ':' .. (attempts + 1)) end
+redis.call('HDEL', key, 'waiting')
 redis.call('HSET', key, 'attempts', attempts + 1, 'started_at', now, 'worker', ARGV[4],
   'lease_until', lease, 'token', ARGV[7])
 redis.call('ZADD', prefix .. ':running', lease, id)

@@ -17,11 +17,50 @@ local function count(event, key)
     event .. '|' .. (f[1] or '') .. '|' .. (f[2] or '') .. '|' .. (f[3] or '') .. '|' .. (f[4] or ''), 1)
 end
 
--- A finished record lives keep_ms more; its index entries go with it (janitor sweep).
+-- A finished record lives keep_ms more. The expiry entry names every index the job is
+-- in, so the janitor's sweep can remove them after the record itself is gone.
 local function expire_finished(id, key, now)
-  local keep = tonumber(redis.call('HGET', key, 'keep_ms') or '86400000')
+  local f = redis.call('HMGET', key, 'keep_ms', 'profile', 'backend', 'task', 'state')
+  local keep = tonumber(f[1] or '86400000')
   redis.call('PEXPIRE', key, keep)
-  redis.call('ZADD', prefix .. ':expiry', now + keep, id)
+  redis.call('ZADD', prefix .. ':expiry', now + keep,
+    id .. '|' .. (f[2] or '') .. '|' .. (f[3] or '') .. '|' .. (f[5] or '') .. '|' .. (f[4] or ''))
+end
+
+-- Global limits of a profile (published by every worker from its policy).
+local function limits(profile)
+  local l = redis.call('HMGET', prefix .. ':limits:' .. profile, 'concurrency', 'rate_count', 'rate_per_ms')
+  return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or '')
+end
+
+-- How many more jobs of a profile may start now (nil: no limit), and when the next
+-- start is allowed if none may. Expired slots (their worker died) are given back here.
+local function headroom(profile, now)
+  local cap, rcount, rper = limits(profile)
+  local room, wait = nil, nil
+  if cap then
+    local slots = prefix .. ':slots:' .. profile
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+    room = cap - redis.call('ZCARD', slots)
+    if room <= 0 then wait = now + 250 end
+  end
+  if rcount then
+    local rate = prefix .. ':rate:' .. profile
+    redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - rper)
+    local left = rcount - redis.call('ZCARD', rate)
+    if room == nil or left < room then room = left end
+    if left <= 0 then
+      local oldest = redis.call('ZRANGE', rate, 0, 0, 'WITHSCORES')
+      local free_at = tonumber(oldest[2]) + rper
+      if wait == nil or free_at > wait then wait = free_at end
+    end
+  end
+  return room, wait
+end
+
+local function release_slot(id, key)
+  local profile = redis.call('HGET', key, 'profile')
+  if profile then redis.call('ZREM', prefix .. ':slots:' .. profile, id) end
 end
 
 local function push_history(key, entry)

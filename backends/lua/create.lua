@@ -17,7 +17,6 @@ redis.call('ZADD', idx('state', f[1]), created, id)
 redis.call('ZADD', idx('profile', f[2]), created, id)
 redis.call('ZADD', idx('backend', f[3]), created, id)
 redis.call('ZADD', idx('task', f[4]), created, id)
-redis.call('ZADD', prefix .. ':expiry', created + tonumber(ARGV[4]), id)
 count('submitted', key)
 if f[1] == 'scheduled' then
   redis.call('ZADD', prefix .. ':schedule', tonumber(redis.call('HGET', key, 'due_at')), id)

@@ -9,6 +9,7 @@ local r = redis.call('HMGET', key, 'state', 'token')
 if r[1] ~= 'running' or r[2] ~= ARGV[3] then return {'lost', r[1] or 'missing'} end
 redis.call('ZREM', prefix .. ':running', id)
 redis.call('HDEL', key, 'token', 'lease_until')
+release_slot(id, key)
 push_history(key, ARGV[8])
 if outcome == 'succeeded' then
   redis.call('HSET', key, 'result', ARGV[6], 'finished_at', now)

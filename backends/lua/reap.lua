@@ -12,6 +12,7 @@ for _, id in ipairs(redis.call('ZRANGE', prefix .. ':running', '-inf', now, 'BYS
     local err = cjson.encode({type = 'WorkerLost', message = 'worker ' .. (r[5] or '?') ..
       ' stopped renewing the lease of attempt ' .. attempts .. ' (it died or hung)'})
     redis.call('HDEL', key, 'token', 'lease_until')
+    release_slot(id, key)
     push_history(key, cjson.encode({attempt = attempts, finished_at = now, error = cjson.decode(err)}))
     if attempts < max then
       redis.call('HSET', key, 'error', err, 'due_at', now)

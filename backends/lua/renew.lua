@@ -8,6 +8,8 @@ for i = 4, #ARGV, 2 do
   if redis.call('HGET', key, 'token') == token then
     redis.call('HSET', key, 'lease_until', lease)
     redis.call('ZADD', prefix .. ':running', lease, id)
+    local profile = redis.call('HGET', key, 'profile')
+    redis.call('ZADD', prefix .. ':slots:' .. profile, 'XX', lease, id)
   else
     table.insert(lost, id)
   end

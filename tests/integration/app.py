@@ -64,3 +64,49 @@ def touch(path: str) -> str:
     with open(path, "a") as fh:
         fh.write(f"{os.getpid()}\n")
     return path
+
+
+def _redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(os.environ["TASKROUTER_REDIS_URL"])
+
+
+@task(profile="fault_celery", name="t.slow_once_celery")
+def slow_once_celery(marker: str, seconds: float, counter: str) -> str:
+    """Counts its executions; sleeps only on its first run (so a retry finishes fast)."""
+    _redis().incr(counter)
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(seconds)
+    return "done"
+
+
+@task(profile="fault_rq", name="t.slow_once_rq")
+def slow_once_rq(marker: str, seconds: float, counter: str) -> str:
+    _redis().incr(counter)
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(seconds)
+    return "done"
+
+
+def _span(key: str, seconds: float) -> None:
+    start = time.time()
+    time.sleep(seconds)
+    _redis().rpush(key, f"{start:.6f}:{time.time():.6f}")
+
+
+@task(profile="capped", name="t.capped")
+def capped(key: str, seconds: float) -> None:
+    _span(key, seconds)
+
+
+@task(profile="capped_rq", name="t.capped_rq")
+def capped_rq(key: str, seconds: float) -> None:
+    _span(key, seconds)
+
+
+@task(profile="rated", name="t.rated")
+def rated(key: str) -> None:
+    _span(key, 0.0)

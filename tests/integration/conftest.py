@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 POLICY = Path(__file__).with_name("policy.yaml")
 APP = "tests.integration.app"
 pytestmark = pytest.mark.integration
+# Queues served only by workers that their own tests start.
+OWN_WORKER_QUEUES = ("fault-", "limits-")
 
 
 def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
@@ -27,6 +30,9 @@ def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
             "TASKROUTER_REDIS_URL": redis_url,
             "TASKROUTER_KEY_PREFIX": prefix,
             "TASKROUTER_POLICY": str(POLICY),
+            # Short leases and janitor passes, so that recovery tests finish in seconds.
+            "TASKROUTER_LEASE_TTL": "2s",
+            "TASKROUTER_JANITOR_INTERVAL": "250ms",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
     )
@@ -62,11 +68,16 @@ class Stack:
         self.runtime: Any = None
 
     def start_worker(
-        self, engine: str, concurrency: int = 2, tag: str = ""
+        self, engine: str, concurrency: int = 2, tag: str = "", queues: list[str] | None = None
     ) -> subprocess.Popen[bytes]:
+        """A worker of ``engine``; by default on every queue of that engine but the ones
+        of tests that start (and kill) their own workers."""
+        if queues is None:
+            queues = [q for q in self.queues(engine) if not q.startswith(OWN_WORKER_QUEUES)]
         log = open(self.log_dir / f"{engine}{tag}.log", "ab")  # noqa: SIM115
+        args = ["worker", "--app", APP, "--backend", engine, "--concurrency", str(concurrency)]
         proc = subprocess.Popen(
-            cli("worker", "--app", APP, "--backend", engine, "--concurrency", str(concurrency)),
+            cli(*args, "--queues", ",".join(queues)),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -74,6 +85,12 @@ class Stack:
         )
         self.procs[engine + tag] = proc
         return proc
+
+    def queues(self, engine: str) -> list[str]:
+        from router.derive import celery_queues, rq_queues
+
+        pick = celery_queues if engine == "celery" else rq_queues
+        return pick(self.runtime.derived)
 
     def wait_ready(self, engines: tuple[str, ...] = ("celery", "rq"), timeout: float = 60) -> None:
         from backends.store import WorkerRegistry
@@ -126,3 +143,33 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         s.stop()
         _runtime.install(previous)
         delete_prefix(redis_url, prefix)
+
+
+@contextlib.contextmanager
+def own_worker(
+    stack: Stack, engine: str, queues: list[str], concurrency: int = 1, tag: str = ""
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker only for ``queues``, ready when this yields, stopped afterwards."""
+    from backends.store import WorkerRegistry
+
+    name = f"{engine}-own{tag}-{'-'.join(queues)}"
+    proc = stack.start_worker(engine, concurrency, tag=name, queues=queues)
+    registry = WorkerRegistry(stack.runtime.store)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"worker {name} exited: {stack.log(engine + name)}")
+        return any(n.endswith(f":{proc.pid}") for n in registry.alive(engine))
+
+    poll(up, 60, f"worker {name}", interval=0.1)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        stack.procs.pop(engine + name, None)

@@ -1,0 +1,17 @@
+-- Removes the index entries of records that have expired.
+-- ARGV: prefix, now_ms, limit.  Returns how many jobs were swept.
+local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = 0
+for _, member in ipairs(redis.call('ZRANGE', prefix .. ':expiry', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
+  redis.call('ZREM', prefix .. ':expiry', member)
+  local id, profile, backend, state, task = string.match(member, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  if id and redis.call('EXISTS', jkey(id)) == 0 then
+    redis.call('ZREM', prefix .. ':idx:all', id)
+    redis.call('ZREM', idx('state', state), id)
+    redis.call('ZREM', idx('profile', profile), id)
+    redis.call('ZREM', idx('backend', backend), id)
+    redis.call('ZREM', idx('task', task), id)
+    n = n + 1
+  end
+end
+return n

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python benchmarks/overhead.py`` (``make bench``)."""
