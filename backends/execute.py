@@ -16,10 +16,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from router import codec
-from router.errors import PayloadError, TaskNotRegistered, TaskrouterError
+from router.errors import BackendUnavailable, PayloadError, TaskNotRegistered, TaskrouterError
 from router.registry import lookup
 from router.settings import LEASE_TTL
 
@@ -136,12 +136,36 @@ def _attempt(claim: Claim) -> tuple[str, str, int]:
         return "failed", error_json(exc), 0
 
 
+T = TypeVar("T")
+
+
+def _patiently(what: str, call: Callable[[], T], patience: float = 120.0) -> T:
+    """Retry a record write while Redis is unreachable (a restart, a failover).
+
+    The message is already in this worker's hands and the outcome may have cost a paid
+    call: wait for Redis rather than drop either.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except BackendUnavailable as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("%s: Redis unreachable (%s); retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def run(job_id: str, dispatch: int | str) -> str:
     """Run dispatch ``dispatch`` of a job if this delivery owns it; returns the outcome."""
     ctx = context()
     token = uuid.uuid4().hex
     me = f"{ctx.name}/{os.getpid()}"
-    claim = ctx.store.claim(job_id, dispatch, me, token, ctx.lease_ms)
+    claim = _patiently(
+        f"claim of {job_id}", lambda: ctx.store.claim(job_id, dispatch, me, token, ctx.lease_ms)
+    )
     if claim.status == "limited":
         log.info("job %s waits for its profile's global limit until %s", job_id, claim.detail)
         return claim.status
@@ -164,7 +188,10 @@ def run(job_id: str, dispatch: int | str) -> str:
     }
     if outcome != "succeeded":
         history["error"] = json.loads(value)
-    status, state = ctx.store.finish(job_id, token, outcome, value, due_ms=due, history=history)
+    status, state = _patiently(
+        f"end of {job_id}",
+        lambda: ctx.store.finish(job_id, token, outcome, value, due_ms=due, history=history),
+    )
     if status != "ok":
         log.warning("job %s ended %s but is now %s; outcome dropped", job_id, outcome, state)
         return state

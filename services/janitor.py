@@ -43,6 +43,9 @@ class Janitor:
         self.workers = WorkerRegistry(runtime.store)
         self._stopping = False
         self._next_reap = 0.0
+        # Leases cannot be renewed while Redis is unreachable; reap only after Redis has
+        # been reachable for a whole lease, so that a running job's keeper renews first.
+        self._up_since = time.monotonic()
 
     def reap(self) -> int:
         reaped = self.runtime.store.reap()
@@ -62,7 +65,8 @@ class Janitor:
     def _tick(self) -> None:
         if self.engine:
             self.workers.beat(self.engine, self.name)
-        if time.monotonic() >= self._next_reap:
+        settled = time.monotonic() - self._up_since >= self.runtime.settings.lease_ttl
+        if settled and time.monotonic() >= self._next_reap:
             self.reap()
             self.runtime.store.sweep()
             self._next_reap = time.monotonic() + self.runtime.settings.janitor_interval
@@ -80,6 +84,7 @@ class Janitor:
                     self._tick()
                 except TaskrouterError as exc:
                     log.warning("janitor pass failed (will retry): %s", exc)
+                    self._up_since = time.monotonic()
                 time.sleep(SCHEDULE_POLL)
         finally:
             if self.engine:

@@ -110,3 +110,8 @@ def capped_rq(key: str, seconds: float) -> None:
 @task(profile="rated", name="t.rated")
 def rated(key: str) -> None:
     _span(key, 0.0)
+
+
+@task(profile="amqp", name="t.amqp_echo")
+def amqp_echo(value: Any) -> Any:
+    return value

@@ -3,6 +3,7 @@ idempotency keys and global limits, with real workers and real signals."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -121,15 +122,12 @@ def _max_overlap(spans: list[tuple[float, float]]) -> int:
 )
 def test_concurrency_cap_holds_across_workers(stack, engine, fn, queue, workers):
     key = f"{stack.prefix}:t:spans:{uuid.uuid4().hex}"
-    with own_worker(stack, engine, [queue], concurrency=3, tag="a"):
-        with (
-            own_worker(stack, engine, [queue], concurrency=3, tag="b")
-            if workers > 1
-            else (_nothing())
-        ):
-            jobs = [fn.enqueue(key, 0.6) for _ in range(8)]
-            for job in jobs:
-                job.wait(60)
+    with contextlib.ExitStack() as running:
+        for n in range(workers):
+            running.enter_context(own_worker(stack, engine, [queue], concurrency=3, tag=str(n)))
+        jobs = [fn.enqueue(key, 0.6) for _ in range(8)]
+        for job in jobs:
+            job.wait(60)
     spans = _spans(stack, key)
     assert len(spans) == 8
     assert _max_overlap(spans) == 2  # 3-6 processes available, the profile allows 2
@@ -145,14 +143,6 @@ def test_rate_limit_bounds_starts_per_window(stack):
     assert len(starts) == 7
     # rate_limit 3/2s: any 4 consecutive starts span at least the 2 s window
     assert min(starts[i + 3] - starts[i] for i in range(len(starts) - 3)) >= 1.95
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def test_many_janitors_reap_a_dead_job_once(stack):
