@@ -4,10 +4,8 @@ and a summary per engine."""
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -22,6 +20,7 @@ from router.job import Job
 from router.settings import Settings
 
 from .embedded import resolve_redis
+from .processes import ROOT, cli_env, spawn, stop
 
 APP = "examples.demo_app"
 DEMO_PREFIX = "taskrouter-demo"
@@ -38,33 +37,8 @@ def start_worker(
     engine: str, env: dict[str, str], concurrency: int, log_dir: Path
 ) -> subprocess.Popen[bytes]:
     log = open(log_dir / f"{engine}-worker.log", "wb")  # noqa: SIM115 - lives with the process
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "worker",
-            "--app",
-            APP,
-            "--backend",
-            engine,
-            "--concurrency",
-            str(concurrency),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    args = ["worker", "--app", APP, "--backend", engine, "--concurrency", str(concurrency)]
+    return spawn(args, env, log)
 
 
 def wait_for_workers(
@@ -142,7 +116,6 @@ def summarize(jobs: list[Job]) -> str:
 
 def run_demo(*, force_embedded: bool = False, size: int | None = None) -> int:
     size = size or 60
-    root = Path(__file__).resolve().parent.parent
     env_url = os.environ.get("TASKROUTER_REDIS_URL")
     url, server = resolve_redis(env_url, force_embedded=force_embedded)
     where = f"embedded server (pid {server.pid})" if server else url
@@ -150,25 +123,13 @@ def run_demo(*, force_embedded: bool = False, size: int | None = None) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="taskrouter-demo-") as tmp:
-            env = dict(os.environ)
-            env.update(
-                {
-                    "TASKROUTER_REDIS_URL": url,
-                    "TASKROUTER_KEY_PREFIX": os.environ.get("TASKROUTER_KEY_PREFIX", DEMO_PREFIX),
-                    "TASKROUTER_POLICY": os.environ.get(
-                        "TASKROUTER_POLICY", str(root / "policies.yaml")
-                    ),
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
-                }
+            env = cli_env(
+                url,
+                TASKROUTER_KEY_PREFIX=os.environ.get("TASKROUTER_KEY_PREFIX", DEMO_PREFIX),
+                TASKROUTER_POLICY=os.environ.get("TASKROUTER_POLICY", str(ROOT / "policies.yaml")),
             )
-            if "TASKROUTER_CELERY_BROKER_URL" not in os.environ:
-                env.pop("TASKROUTER_CELERY_BROKER_URL", None)
-            os.environ.update(
-                {
-                    k: env[k]
-                    for k in ("TASKROUTER_REDIS_URL", "TASKROUTER_KEY_PREFIX", "TASKROUTER_POLICY")
-                }
-            )
+            for name in ("TASKROUTER_REDIS_URL", "TASKROUTER_KEY_PREFIX", "TASKROUTER_POLICY"):
+                os.environ[name] = env[name]  # this process enqueues on the same stack
             runtime = Runtime.from_env(Settings.from_env())
             _runtime.install(runtime)
             log_dir = Path(tmp)
@@ -190,7 +151,7 @@ def run_demo(*, force_embedded: bool = False, size: int | None = None) -> int:
             return 1 if bad else 0
     finally:
         for proc in procs:
-            stop_process(proc)
+            stop(proc)
         if server is not None:
             server.stop()
             click.echo("embedded server stopped")
