@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import kombu
+import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import NoScriptError
 
 from router.derive import Derived, ProfileSettings
 from router.errors import BackendUnavailable
 from router.settings import Settings
 
-from . import execute
+from . import celery_canvas, execute
 from .base import native_id
-from .store import JobStore, WorkerRegistry
+from .store import JobStore, WorkerRegistry, redis_errors
 
 log = logging.getLogger("taskrouter.celery")
 
@@ -80,10 +85,11 @@ def make_app(settings: Settings, derived: Derived) -> Celery:
         enable_utc=True,
     )
 
-    @app.task(name=EXECUTE, ignore_result=True)
+    @app.task(name=EXECUTE, ignore_result=True, shared=False)
     def run_job(job_id: str, dispatch: int) -> str:
         return execute.run(job_id, dispatch)
 
+    celery_canvas.register(app)  # [workflows] the member task of native canvases
     return app
 
 
@@ -95,6 +101,24 @@ def broker_errors() -> Iterator[None]:
         raise BackendUnavailable("celery broker", str(exc) or type(exc).__name__) from exc
 
 
+class _Collect:
+    """Stands in, for one publish, for kombu 5.7's batch state on a producer
+    (``Producer._batch_local.current``): kombu's Redis channel then hands over the Redis
+    commands of the message (``add``: LPUSH, and PEXPIREs for an expiring queue) instead
+    of running them, as it does for kombu's own ``Producer.batch()``."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, tuple[Any, ...]]] = []
+        self.used = False
+
+    def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        self.used = True
+        return channel.basic_publish(message, _publish_batch=self, **kwargs)
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, args))
+
+
 class CeleryBackend:
     name = "celery"
 
@@ -102,6 +126,13 @@ class CeleryBackend:
         self.app = app
         self.store = store
         self.queue_names = list(queues)
+        # Whether the record write can share kombu's round trip (see _send_with_record):
+        # None until the first enqueue finds out; then whether the create script is known
+        # to be in the server's script cache.
+        self._pipelined: bool | None = None
+        self._script_loaded = False
+        # A kombu-prefixed redis client per kombu channel, for the pipelines.
+        self._channel_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     def send(
         self,
@@ -112,24 +143,117 @@ class CeleryBackend:
         create: Sequence[object] | None = None,
         redispatch: bool = False,
     ) -> None:
-        if create is not None:
+        options: dict[str, Any] = {
+            "args": (job_id, dispatch),
+            "task_id": native_id(job_id, dispatch),
+            "queue": settings.queue,
+            "soft_time_limit": settings.soft_time_limit,
+            "time_limit": settings.time_limit,
+            # Nothing reads Celery's results (the record has them; the task ignores them).
+            # Without this, send_task SUBSCRIBEs to the task's result channel and the
+            # dropped AsyncResult UNSUBSCRIBEs: two more round trips per enqueue.
+            "ignore_result": True,
+        }
+        written = False
+        if create is not None and self._can_pipeline():
+            sent, written = self._send_with_record(job_id, create, options)
+            if sent:
+                return
+        if create is not None and not written:
             self.store.create(create)
         try:
             with broker_errors():
-                self.app.send_task(
-                    EXECUTE,
-                    args=(job_id, dispatch),
-                    task_id=native_id(job_id, dispatch),
-                    queue=settings.queue,
-                    soft_time_limit=settings.soft_time_limit,
-                    time_limit=settings.time_limit,
-                )
+                self.app.send_task(EXECUTE, **options)
         except BackendUnavailable:
             if create is not None:
                 self.store.delete(job_id, str(create[3]))
             raise
         if redispatch:
             self.store.dispatched(job_id)
+
+    def _can_pipeline(self) -> bool:
+        """Whether the record write can share the message's round trip: the broker is
+        the job store's Redis (same URL) and kombu is the 5.7 that _send_with_record
+        relies on (the project pins kombu <5.8; re-check on a bump)."""
+        if self._pipelined is None:
+            conf = self.app.conf
+            self._pipelined = (
+                conf.broker_url == celery_url(self.store.url)
+                and conf.broker_write_url in (None, conf.broker_url)
+                and kombu.VERSION[:2] == (5, 7)
+            )
+        return self._pipelined
+
+    def _send_with_record(
+        self, job_id: str, create: Sequence[object], options: dict[str, Any]
+    ) -> tuple[bool, bool]:
+        """Write the record and send the message in ONE round trip.
+
+        Separately they cost a round trip each, which alone kept taskrouter under 90% of
+        raw Celery's enqueue rate. Here send_task runs as usual, except that kombu's
+        Redis channel hands over the commands it would run (kombu 5.7's publish-batch
+        protocol, see _Collect) and they go in one pipeline behind the record write, on
+        one connection, so Redis runs the write first. The pipeline's client is kept per
+        channel: kombu's own batch (and every unbatched publish) builds a redis client
+        per message, which costs as much as the record write.
+
+        Returns (sent, maybe_written). Not sent: nothing happened (the connection is not
+        up yet: the usual path fails fast when Redis is down), or the round trip failed.
+        A script-cache miss (NOSCRIPT) wrote no record while the message went out: a
+        worker refuses it at claim (no record) and the caller writes and sends again. A
+        broken connection leaves both unknown: the caller writes the record again only if
+        it is missing (the counters would count it twice), and a message sent twice runs
+        once (the second delivery is refused at claim).
+        """
+        if not self._script_loaded:
+            self.store.load_create()
+            self._script_loaded = True
+        with self.app.producer_or_acquire() as producer:
+            if not producer.connection.connected:
+                return False, False
+            channel = producer.channel
+            if not isinstance(channel, kombu_redis.Channel):
+                self._pipelined = False
+                return False, False
+            client = self._channel_clients.get(channel)
+            if client is None:
+                client = self._channel_clients[channel] = channel._create_client()
+            queue = self.app.amqp.queues.get(options["queue"])  # send_task adds a new one
+            if queue is not None and hash(queue) in producer.connection.declared_entities:
+                # kombu's own cache check, without its per-call copy-and-bind of the queue
+                # (it would find the queue declared on this connection and do nothing).
+                options = {**options, "declare": []}
+            collect = _Collect()
+            producer._batch_local.current = collect
+            try:
+                with broker_errors():  # nothing is written yet
+                    self.app.send_task(EXECUTE, producer=producer, **options)
+            finally:
+                del producer._batch_local.current
+            if not collect.used:  # kombu published by itself (not the kombu 5.7 we know)
+                self._pipelined = False
+                log.error("job %s: kombu bypassed the publish batch; pipelining is off", job_id)
+                self.store.create(create)  # at once: the message is out already
+                return True, True
+            pipe = client.pipeline(transaction=False)
+            self.store.queue_create(pipe, create, cached=True)
+            for name, args in collect.commands:
+                getattr(pipe, name)(*args)
+            try:
+                results = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError):
+                with redis_errors():
+                    exists = bool(self.store.client.exists(self.store.keys.job(job_id)))
+                return False, exists
+        if isinstance(results[0], NoScriptError):
+            self._script_loaded = False
+            log.warning("job %s: Redis lost its script cache; writing and sending again", job_id)
+            return False, False
+        for result in results:
+            if isinstance(result, Exception):
+                with redis_errors():
+                    raise result
+        return True, True
 
     def stop(self, job_id: str, dispatch: int, *, running: bool) -> None:
         # The record already says canceled, so any delivery is refused at claim time;

@@ -68,7 +68,9 @@ def _encode(obj: Any, path: str) -> Any:
         return _tagged("decimal", str(obj))
     if isinstance(obj, bytes | bytearray | memoryview):
         return _tagged("bytes", base64.b64encode(bytes(obj)).decode("ascii"))
-    if isinstance(obj, set | frozenset):
+    if isinstance(obj, frozenset):  # hashable: may be a dict key or a set member
+        return _tagged("frozenset", [_encode(item, f"{path}{{}}") for item in obj])
+    if isinstance(obj, set):
         return _tagged("set", [_encode(item, f"{path}{{}}") for item in obj])
     # Subclasses of the JSON types (str enums, int flags, named tuples, OrderedDict) keep
     # their JSON meaning; anything else is refused rather than guessed at.
@@ -128,6 +130,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "decimal": Decimal,
     "bytes": lambda v: base64.b64decode(v.encode("ascii"), validate=True),
     "set": lambda v: set(v),
+    "frozenset": lambda v: frozenset(v),
     "dict": lambda v: {_hashable(k): val for k, val in v},
 }
 
@@ -145,7 +148,7 @@ def _object_hook(obj: dict[str, Any]) -> Any:
         raise PayloadError(f"unknown type tag {tag!r} in a taskrouter payload")
     try:
         return decoder(obj["v"])
-    except (ValueError, TypeError, ArithmeticError) as exc:
+    except (ValueError, TypeError, ArithmeticError, AttributeError, LookupError) as exc:
         raise PayloadError(f"bad {tag} value in a taskrouter payload: {exc}") from None
 
 
@@ -157,13 +160,27 @@ def loads(data: str | bytes) -> Any:
         if isinstance(exc, PayloadError):
             raise
         raise PayloadError(f"not a taskrouter JSON payload: {exc}") from None
+    except RecursionError:
+        raise PayloadError("taskrouter payload nested too deeply") from None
+
+
+# What json.dumps(..., separators=(",", ":"), ensure_ascii=False) builds on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# Exactly these types encode as themselves (_encode returns them unchanged).
+_AS_IS = frozenset((str, int, bool, type(None)))
 
 
 def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     """The payload of one call; PayloadError names the argument that cannot be encoded."""
-    enc_args = [to_jsonable(a, f"argument {i}") for i, a in enumerate(args)]
-    enc_kwargs = {k: to_jsonable(v, f"argument {k!r}") for k, v in kwargs.items()}
-    return json.dumps({"a": enc_args, "k": enc_kwargs}, separators=(",", ":"), ensure_ascii=False)
+    # This runs on every enqueue: arguments that are plain str, int, bool or None skip
+    # to_jsonable and the error path it is given (a string formatted per argument).
+    enc_args = [
+        a if type(a) in _AS_IS else to_jsonable(a, f"argument {i}") for i, a in enumerate(args)
+    ]
+    enc_kwargs = {
+        k: v if type(v) in _AS_IS else to_jsonable(v, f"argument {k!r}") for k, v in kwargs.items()
+    }
+    return _COMPACT.encode({"a": enc_args, "k": enc_kwargs})
 
 
 def decode_call(payload: str | bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:

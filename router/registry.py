@@ -103,8 +103,8 @@ def task(
         raise TypeError("@task needs profile='<a profile of policies.yaml>'")
 
     def register(func: Callable[P, R]) -> Task[P, R]:
-        task_name = name or f"{func.__module__}.{func.__qualname__}"
-        if not _NAME_RE.match(task_name) or "<" in task_name:
+        task_name = f"{func.__module__}.{func.__qualname__}" if name is None else name
+        if not _NAME_RE.fullmatch(task_name) or "<" in task_name:
             raise ValueError(
                 f"task name {task_name!r} is not usable: give name='...' (letters, digits, "
                 "'_', '.', ':' or '-', starting with a letter)"

@@ -53,11 +53,11 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         prefix = env.get("TASKROUTER_KEY_PREFIX") or DEFAULT_KEY_PREFIX
-        if not _PREFIX_RE.match(prefix):
+        if not _PREFIX_RE.fullmatch(prefix):
             raise ValueError(
                 f"TASKROUTER_KEY_PREFIX={prefix!r}: use 1-64 letters, digits, '_', '.', ':' or '-'"
             )
-        custom = "TASKROUTER_KEY_PREFIX" in env
+        custom = bool(env.get("TASKROUTER_KEY_PREFIX"))
         return cls(
             lease_ttl=_seconds(env, "TASKROUTER_LEASE_TTL", LEASE_TTL, minimum=1.0),
             janitor_interval=_seconds(

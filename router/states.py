@@ -35,6 +35,8 @@ NATIVE_STATES: Final[dict[tuple[str, str], tuple[str, str]]] = {
     ("celery", "IGNORED"): (SUCCEEDED, "the task chose not to store a result"),
     ("rq", "created"): (QUEUED, "created, not yet pushed to a queue"),
     ("rq", "queued"): (QUEUED, ""),
+    ("rq", "ready_to_enqueue"): (QUEUED, "a dependency finished; being pushed to its queue"),
+    ("rq", "rate_limited"): (SCHEDULED, "held back by RQ's own rate limit"),
     ("rq", "deferred"): (SCHEDULED, "waiting for a dependency"),
     ("rq", "scheduled"): (SCHEDULED, "waiting for a time"),
     ("rq", "started"): (RUNNING, "a work-horse runs it (or died: see the janitor)"),

@@ -19,6 +19,7 @@ import signal
 import time
 from types import FrameType
 
+from backends import workflows
 from backends.runtime import Runtime
 from backends.store import WorkerRegistry
 from router.errors import TaskrouterError
@@ -57,7 +58,13 @@ class Janitor:
         """One pass of every duty; returns what it did."""
         reaped = self.reap()
         swept = self.runtime.store.sweep()
-        return {"reaped": reaped, "swept": swept, "sent": self.runtime.pump()}
+        caught_up = workflows.sweep(self.runtime)
+        return {
+            "reaped": reaped,
+            "swept": swept,
+            "workflows": caught_up,
+            "sent": self.runtime.pump(),
+        }
 
     def _parent_gone(self) -> bool:
         return self.parent is not None and os.getppid() != self.parent
@@ -69,6 +76,7 @@ class Janitor:
         if settled and time.monotonic() >= self._next_reap:
             self.reap()
             self.runtime.store.sweep()
+            workflows.sweep(self.runtime)
             self._next_reap = time.monotonic() + self.runtime.settings.janitor_interval
         self.runtime.pump()
 

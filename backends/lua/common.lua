@@ -23,8 +23,9 @@ local function expire_finished(id, key, now)
   local f = redis.call('HMGET', key, 'keep_ms', 'profile', 'backend', 'task', 'state')
   local keep = tonumber(f[1] or '86400000')
   redis.call('PEXPIRE', key, keep)
-  redis.call('ZADD', prefix .. ':expiry', now + keep,
-    id .. '|' .. (f[2] or '') .. '|' .. (f[3] or '') .. '|' .. (f[5] or '') .. '|' .. (f[4] or ''))
+  local head, tail = id .. '|' .. (f[2] or '') .. '|' .. (f[3] or '') .. '|', '|' .. (f[4] or '')
+  redis.call('ZREM', prefix .. ':expiry', head .. '*' .. tail)  -- the entry from create
+  redis.call('ZADD', prefix .. ':expiry', now + keep, head .. (f[5] or '') .. tail)
 end
 
 -- Global limits of a profile (published by every worker from its policy).

@@ -11,14 +11,29 @@ end
 local key = jkey(id)
 redis.call('HSET', key, unpack(ARGV, 7))
 redis.call('PEXPIRE', key, ARGV[4])
-local f = redis.call('HMGET', key, 'state', 'profile', 'backend', 'task')
+-- The fields the indexes and the counter need come from ARGV, not back from the hash
+-- just written (two HMGETs fewer on every enqueue); a field ARGV lacks is read as before.
+local given = {}
+for i = 7, #ARGV - 1, 2 do given[ARGV[i]] = ARGV[i + 1] end
+local function field(name)
+  local value = given[name]
+  if value == nil then value = redis.call('HGET', key, name) end
+  return value
+end
+local state, profile, backend, task = field('state'), field('profile'), field('backend'), field('task')
 redis.call('ZADD', prefix .. ':idx:all', created, id)
-redis.call('ZADD', idx('state', f[1]), created, id)
-redis.call('ZADD', idx('profile', f[2]), created, id)
-redis.call('ZADD', idx('backend', f[3]), created, id)
-redis.call('ZADD', idx('task', f[4]), created, id)
-count('submitted', key)
-if f[1] == 'scheduled' then
-  redis.call('ZADD', prefix .. ':schedule', tonumber(redis.call('HGET', key, 'due_at')), id)
+redis.call('ZADD', idx('state', state), created, id)
+redis.call('ZADD', idx('profile', profile), created, id)
+redis.call('ZADD', idx('backend', backend), created, id)
+redis.call('ZADD', idx('task', task), created, id)
+-- count('submitted', key), with the fields at hand
+redis.call('HINCRBY', prefix .. ':counters', 'submitted|' .. (profile or '') .. '|' ..
+  (backend or '') .. '|' .. (field('queue') or '') .. '|' .. (task or ''), 1)
+-- If the job never finishes its record expires unfinished; '*' has the sweep clear every
+-- unfinished state index (a finished job gets its own entry in expire_finished).
+redis.call('ZADD', prefix .. ':expiry', created + tonumber(ARGV[4]),
+  id .. '|' .. (profile or '') .. '|' .. (backend or '') .. '|*|' .. (task or ''))
+if state == 'scheduled' then
+  redis.call('ZADD', prefix .. ':schedule', tonumber(field('due_at')), id)
 end
 return id

@@ -7,7 +7,13 @@ for _, member in ipairs(redis.call('ZRANGE', prefix .. ':expiry', '-inf', now, '
   local id, profile, backend, state, task = string.match(member, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
   if id and redis.call('EXISTS', jkey(id)) == 0 then
     redis.call('ZREM', prefix .. ':idx:all', id)
-    redis.call('ZREM', idx('state', state), id)
+    if state == '*' then
+      for _, s in ipairs({'queued', 'scheduled', 'running', 'retrying'}) do
+        redis.call('ZREM', idx('state', s), id)
+      end
+    else
+      redis.call('ZREM', idx('state', state), id)
+    end
     redis.call('ZREM', idx('profile', profile), id)
     redis.call('ZREM', idx('backend', backend), id)
     redis.call('ZREM', idx('task', task), id)
