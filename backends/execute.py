@@ -158,8 +158,11 @@ def _patiently(what: str, call: Callable[[], T], patience: float = 120.0) -> T:
             delay = min(delay * 2, 5.0)
 
 
-def run(job_id: str, dispatch: int | str) -> str:
-    """Run dispatch ``dispatch`` of a job if this delivery owns it; returns the outcome."""
+def run(job_id: str, dispatch: int | str, *, canvas: bool = False) -> str:
+    """Run dispatch ``dispatch`` of a job if this delivery owns it; returns the outcome.
+
+    ``canvas``: the delivery is a member of a native Celery canvas (celery_canvas.py).
+    """
     ctx = context()
     token = uuid.uuid4().hex
     me = f"{ctx.name}/{os.getpid()}"
@@ -188,6 +191,10 @@ def run(job_id: str, dispatch: int | str) -> str:
     }
     if outcome != "succeeded":
         history["error"] = json.loads(value)
+    if canvas and outcome == "retry":
+        # [workflows] Celery's own retry brings the next attempt and keeps the canvas
+        # going; the router's schedule holds only a late fallback in case it is lost.
+        due += workflows.CANVAS_FALLBACK_MS
     status, state = _patiently(
         f"end of {job_id}",
         lambda: ctx.store.finish(job_id, token, outcome, value, due_ms=due, history=history),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .errors import (
     BackendUnavailable,
     JobFailed,
@@ -17,6 +15,16 @@ from .errors import (
 )
 from .job import Job
 from .registry import Task, task
+from .workflow import (
+    Signature,
+    Workflow,
+    WorkflowFailed,
+    WorkflowNotFound,
+    chain,
+    chord,
+    get_workflow,
+    group,
+)
 
 __all__ = [
     "BackendUnavailable",
@@ -27,12 +35,17 @@ __all__ = [
     "JobTimeout",
     "PayloadError",
     "PolicyError",
+    "Signature",
     "Task",
     "TaskNotRegistered",
     "TaskrouterError",
+    "Workflow",
+    "WorkflowFailed",
+    "WorkflowNotFound",
     "chain",
     "chord",
     "get_job",
+    "get_workflow",
     "group",
     "task",
 ]
@@ -43,11 +56,3 @@ def get_job(job_id: str) -> Job:
     from ._runtime import current
 
     return current().get_job(job_id)
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("chain", "group", "chord", "Workflow"):
-        from . import workflow
-
-        return getattr(workflow, name)
-    raise AttributeError(name)

@@ -73,3 +73,8 @@ class Keys:
     def counters(self) -> str:
         """Hash: lifetime counters for /metrics (field "<what>|profile|backend|queue|task")."""
         return f"{self.prefix}:counters"
+
+    @property
+    def active_workflows(self) -> str:
+        """Sorted set: ids of workflows not yet finished, scored by creation time (ms)."""
+        return f"{self.prefix}:wfidx:active"

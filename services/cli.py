@@ -169,17 +169,37 @@ def janitor(app_module: str | None, once: bool, beat: str | None, parent: int | 
 @click.option("--json", "as_json", is_flag=True, help="the job as JSON")
 @friendly
 def status(job_id: str, as_json: bool) -> None:
-    """Show one job, whichever engine ran it."""
+    """Show one job, whichever engine ran it, or one workflow and its member jobs."""
     from router import get_job
 
-    job = get_job(job_id).to_dict()
+    try:
+        job = get_job(job_id).to_dict()
+    except JobNotFound:
+        job = _workflow_or_not_found(job_id)  # [workflows] a workflow id shows the workflow
     if as_json:
         click.echo(json.dumps(job, indent=2))
         return
     for key, value in job.items():
+        if key == "jobs":  # [workflows] one line per member, in order
+            click.echo("jobs:")
+            for m in value:
+                click.echo(f"  {m['id']}  {m['state']:9}  {m['backend']:6}  {m['task']}")
+            continue
         if isinstance(value, dict | list):
             value = json.dumps(value)
         click.echo(f"{key:12} {'' if value is None else value}")
+
+
+def _workflow_or_not_found(some_id: str) -> dict[str, Any]:
+    # [workflows] job ids and workflow ids look alike: a status of either works.
+    from router import get_workflow
+
+    try:
+        return get_workflow(some_id).to_dict()
+    except JobNotFound:
+        missing = JobNotFound(some_id)
+        missing.args = (f"job or workflow {some_id!r} not found",)
+        raise missing from None
 
 
 # -- demo -------------------------------------------------------------------------------------
@@ -196,6 +216,110 @@ def demo(embedded: bool, jobs: int | None) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(force_embedded=embedded, size=jobs))
+
+
+# -- api, jobs ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--app", "app_module", required=True, help="module that defines the @task functions")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="allow binding a non-loopback address without TASKROUTER_API_TOKEN",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(1),
+    default=None,
+    metavar="BYTES",
+    help="largest request body accepted (default 1 MiB)",
+)
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@friendly
+def api(
+    app_module: str,
+    host: str,
+    port: int,
+    insecure: bool,
+    max_body: int | None,
+    access_log: bool,
+) -> None:
+    """Serve the HTTP job-status API (OpenAPI docs at /docs)."""
+    from .api.limits import DEFAULT_MAX_BODY
+    from .api.server import serve
+
+    _logging(False)
+    sys.exit(
+        serve(
+            app_module,
+            host=host,
+            port=port,
+            insecure=insecure,
+            max_body_bytes=max_body or DEFAULT_MAX_BODY,
+            access_log=access_log,
+        )
+    )
+
+
+@main.command()
+@click.option(
+    "--state",
+    type=click.Choice(
+        ["queued", "scheduled", "running", "retrying", "succeeded", "failed", "canceled"]
+    ),
+)
+@click.option("--profile", default=None)
+@click.option("--backend", type=click.Choice(["celery", "rq"]), default=None)
+@click.option("--task", "task_name", default=None, metavar="NAME")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--cursor", default=None, help="next_cursor of the previous page")
+@click.option("--json", "as_json", is_flag=True, help="the page as the API's JSON")
+@friendly
+def jobs(
+    state: str | None,
+    profile: str | None,
+    backend: str | None,
+    task_name: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List jobs of both engines, newest first (the same query as GET /jobs)."""
+    from backends.queries import JobFilter, list_jobs
+    from backends.store import JobStore
+
+    settings = Settings.from_env()
+    # The records alone: no policy file or engine is needed to read them.
+    store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+    try:
+        filters = JobFilter(state=state, profile=profile, backend=backend, task=task_name)
+        page = list_jobs(store, filters, limit=limit, cursor=cursor)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(page.to_dict(), indent=2))
+        return
+    click.echo(_jobs_table([job.to_dict() for job in page.items]))
+    if page.next_cursor:
+        click.echo(f"\nmore: taskrouter jobs ... --cursor {page.next_cursor}")
+
+
+_JOB_COLUMNS = ("id", "task", "profile", "backend", "state", "attempts", "created_at")
+
+
+def _jobs_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no jobs"
+    cells = [[str(r.get(c) if r.get(c) is not None else "") for c in _JOB_COLUMNS] for r in rows]
+    header = [c.upper() for c in _JOB_COLUMNS]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *cells]
+    )
 
 
 if __name__ == "__main__":

@@ -115,3 +115,80 @@ def rated(key: str) -> None:
 @task(profile="amqp", name="t.amqp_echo")
 def amqp_echo(value: Any) -> Any:
     return value
+
+
+# -- workflows (tests/integration/test_workflows*.py) --------------------------------------
+
+
+@task(profile="quick", name="t.wf_add")
+def wf_add(x: Any, y: Any) -> Any:
+    return x + y
+
+
+@task(profile="quick", name="t.wf_shape")
+def wf_shape(first: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """What a step received: its first argument (with its type), then the others."""
+    return {"first": first, "type": type(first).__name__, "args": list(args), "kwargs": kwargs}
+
+
+@task(profile="quick", name="t.wf_square")
+def wf_square(x: int, seconds: float = 0.0) -> int:
+    time.sleep(seconds)
+    return x * x
+
+
+@task(profile="long", name="t.wf_square_rq")
+def wf_square_rq(x: int, seconds: float = 0.0) -> int:
+    time.sleep(seconds)
+    return x * x
+
+
+@task(profile="quick", name="t.wf_collect")
+def wf_collect(results: Any, runs_key: str) -> Any:
+    """A chord body: records each run in a Redis list, so tests can count the runs."""
+    _redis().rpush(runs_key, os.getpid())
+    return results
+
+
+@task(profile="quick_retry", name="t.wf_flaky")
+def wf_flaky(counter: str, failures: int) -> int:
+    """Fails its first ``failures`` runs, then returns how many runs it took."""
+    runs = int(_redis().incr(counter))
+    if runs <= failures:
+        raise ValueError(f"flaky run {runs}")
+    return runs
+
+
+@task(profile="long_retry", name="t.wf_fail_rq")
+def wf_fail_rq(message: str, seconds: float = 0.0) -> None:
+    time.sleep(seconds)
+    raise ValueError(message)
+
+
+# -- the API's tests (test_api.py) ----------------------------------------------------------
+
+
+@task(profile="long", name="t.touch_rq")
+def touch_rq(path: str) -> str:
+    """touch on RQ: tests use it to see whether a queued-then-canceled job ever ran."""
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return path
+
+
+def _pid_sleep(path: str, seconds: float) -> str:
+    # The pid first, so that a test can see the process that runs the job stop.
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(seconds)
+    return "woke"
+
+
+@task(profile="long", name="t.pid_sleep_rq")
+def pid_sleep_rq(path: str, seconds: float) -> str:
+    return _pid_sleep(path, seconds)
+
+
+@task(profile="quick", name="t.pid_sleep_celery")
+def pid_sleep_celery(path: str, seconds: float) -> str:
+    return _pid_sleep(path, seconds)
