@@ -24,7 +24,7 @@ from router.keys import Keys
 
 from .connection import PerProcess
 
-_SCRIPT_NAMES = ("create", "claim", "finish", "renew", "take_due", "cancel", "reap", "sweep")
+_SCRIPT_NAMES = ("create", "claim", "finish", "renew", "take_due", "cancel", "reap", "sweep", "requeue_stale")
 
 
 def _load_scripts() -> dict[str, str]:
@@ -115,19 +115,43 @@ class JobStore:
         idempotency_key: str = "",
         idempotency_ttl_ms: int = 0,
     ) -> list[Any]:
-        flat: list[Any] = []
-        for k, v in fields.items():
-            if v is not None:
-                flat += (k, v)
-        return [job_id, created_ms, unfinished_ttl_ms, idempotency_key, idempotency_ttl_ms, *flat]
+        # One flat list in one pass (this runs on every enqueue).
+        return [
+            job_id,
+            created_ms,
+            unfinished_ttl_ms,
+            idempotency_key,
+            idempotency_ttl_ms,
+            *[x for kv in fields.items() if kv[1] is not None for x in kv],
+        ]
 
     def create(self, args: Sequence[Any]) -> str:
         """Write a record (and take its idempotency key); returns the key's holder id."""
         return str(self._run("create", *args))
 
-    def queue_create(self, pipe: Pipeline, args: Sequence[Any]) -> None:
-        """Add the record write to a pipeline or MULTI (EVAL: no script cache needed)."""
-        pipe.execute_command("EVAL", SCRIPTS["create"], 0, self.keys.prefix, *args)
+    def queue_create(self, pipe: Pipeline, args: Sequence[Any], *, cached: bool = False) -> None:
+        """Add the record write to a pipeline or MULTI.
+
+        EVAL by default: no script cache is needed, so the write cannot be skipped while
+        the engine's commands queued after it run. ``cached`` sends EVALSHA instead:
+        40 bytes in place of the script's 3 KB (about 25 us less per enqueue on a 2-core
+        machine). The caller must have run ``load_create`` and must handle NoScriptError
+        (a server that lost its script cache since) after the pipeline ran. The record's
+        key goes in KEYS[1], which the scripts ignore: kombu's key-prefixing client
+        prefixes the first key of an EVALSHA, which with no keys would be ARGV[1].
+        """
+        if cached:
+            sha = self._scripts["create"].sha if not self._clients.fresh else self.load_create()
+            key = self.keys.job(str(args[0]))
+            pipe.execute_command("EVALSHA", sha, 1, key, self.keys.prefix, *args)
+        else:
+            pipe.execute_command("EVAL", SCRIPTS["create"], 0, self.keys.prefix, *args)
+
+    def load_create(self) -> str:
+        """Put the create script in the server's script cache; returns its SHA1."""
+        client = self.client
+        with redis_errors():
+            return str(client.script_load(SCRIPTS["create"]))
 
     def delete(self, job_id: str, idempotency_key: str = "") -> None:
         """Undo a create whose engine enqueue failed."""
@@ -220,6 +244,11 @@ class JobStore:
         """Fail or retry jobs whose lease lapsed: (id, outcome)."""
         flat = self._run("reap", now_ms(), limit)
         return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def requeue_stale(self, older_than_s: float, limit: int = 200) -> list[str]:
+        """Give Celery jobs queued longer than ``older_than_s`` a new dispatch (see
+        requeue_stale.lua); the janitor's pump sends them."""
+        return list(self._run("requeue_stale", now_ms(), int(older_than_s * 1000), limit))
 
     def sweep(self, limit: int = 500) -> int:
         """Drop index entries of records that have expired; returns how many jobs."""

@@ -52,6 +52,10 @@ class Janitor:
         reaped = self.runtime.store.reap()
         for job_id, outcome in reaped:
             log.warning("job %s: its worker died; now %s", job_id, outcome)
+        # Past the broker's window a queued Celery message is lost or held by a dead
+        # worker (kombu restores those only then): send the job again.
+        for job_id in self.runtime.store.requeue_stale(self.runtime.derived.visibility_timeout):
+            log.warning("job %s: queued past the visibility window; dispatched again", job_id)
         return len(reaped)
 
     def run_once(self) -> dict[str, int]:

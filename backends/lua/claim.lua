@@ -15,10 +15,13 @@ if state == 'running' then
   -- redelivery after its worker died (lease lapsed).
   if tonumber(r[3] or '0') > now then return {'duplicate'} end
   redis.call('ZREM', prefix .. ':running', id)
+  local was = redis.call('HMGET', key, 'worker', 'started_at')
+  local lost = {type = 'WorkerLost', message = 'worker ' .. (was[1] or '?') ..
+    ' stopped renewing the lease of attempt ' .. attempts .. ' (it died or hung)'}
+  push_history(key, cjson.encode({attempt = attempts, worker = was[1],
+    started_at = tonumber(was[2]), finished_at = now, error = lost}))
   if attempts >= max then
-    redis.call('HSET', key, 'error', cjson.encode({type = 'WorkerLost',
-      message = 'the worker running attempt ' .. attempts .. ' died; no retries left'}),
-      'finished_at', now)
+    redis.call('HSET', key, 'error', cjson.encode(lost), 'finished_at', now)
     redis.call('HDEL', key, 'token', 'lease_until', 'worker')
     release_slot(id, key)
     move_state(id, key, state, 'failed')

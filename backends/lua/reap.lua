@@ -6,14 +6,15 @@ local out = {}
 for _, id in ipairs(redis.call('ZRANGE', prefix .. ':running', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
   redis.call('ZREM', prefix .. ':running', id)
   local key = jkey(id)
-  local r = redis.call('HMGET', key, 'state', 'lease_until', 'attempts', 'max_attempts', 'worker')
+  local r = redis.call('HMGET', key, 'state', 'lease_until', 'attempts', 'max_attempts', 'worker', 'started_at')
   if r[1] == 'running' and tonumber(r[2] or '0') <= now then
     local attempts, max = tonumber(r[3] or '0'), tonumber(r[4] or '1')
     local err = cjson.encode({type = 'WorkerLost', message = 'worker ' .. (r[5] or '?') ..
       ' stopped renewing the lease of attempt ' .. attempts .. ' (it died or hung)'})
     redis.call('HDEL', key, 'token', 'lease_until')
     release_slot(id, key)
-    push_history(key, cjson.encode({attempt = attempts, finished_at = now, error = cjson.decode(err)}))
+    push_history(key, cjson.encode({attempt = attempts, worker = r[5], started_at = tonumber(r[6]),
+      finished_at = now, error = cjson.decode(err)}))
     if attempts < max then
       redis.call('HSET', key, 'error', err, 'due_at', now)
       redis.call('HINCRBY', key, 'dispatch', 1)

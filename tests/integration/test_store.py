@@ -635,3 +635,19 @@ def test_sweep_removes_the_index_entries_of_an_unfinished_record_that_expired(
         time.sleep(0.05)
     assert not in_index(r, store.keys, job_id)
     assert not in_index(r, store.keys, job_id, "state", "queued")
+
+
+def test_a_celery_job_queued_past_the_window_gets_a_new_dispatch(store: JobStore) -> None:
+    old = create_job(store, backend="celery")
+    rq_job = create_job(store, backend="rq")
+    fresh_window = 3600.0
+    assert store.requeue_stale(fresh_window) == []  # younger than the window: untouched
+    time.sleep(0.05)
+    assert store.requeue_stale(0.01) == [old]  # RQ keeps its own in-flight list: not needed
+    assert store.requeue_stale(0.01) == []  # once per window, not on every pass
+    sent = store.take_due(10, grace_ms=30_000)
+    assert [(s[0], s[3]) for s in sent] == [(old, "2")]
+    # The lost (or late) first message is refused; the new dispatch runs.
+    assert store.claim(old, 1, "w", token(), 5_000).status == "stale"
+    assert store.claim(old, 2, "w", token(), 5_000).status == "ok"
+    assert store.read(rq_job)["dispatch"] == "1"
