@@ -24,7 +24,17 @@ from router.keys import Keys
 
 from .connection import PerProcess
 
-_SCRIPT_NAMES = ("create", "claim", "finish", "renew", "take_due", "cancel", "reap", "sweep", "requeue_stale")
+_SCRIPT_NAMES = (
+    "create",
+    "claim",
+    "finish",
+    "renew",
+    "take_due",
+    "cancel",
+    "reap",
+    "sweep",
+    "requeue_stale",
+)
 
 
 def _load_scripts() -> dict[str, str]:

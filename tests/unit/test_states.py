@@ -15,6 +15,7 @@ CELERY_STATES = set(celery.states.ALL_STATES)
 CELERY_EXTRA = {celery.states.REJECTED, celery.states.IGNORED}
 # RQ 3.0 statuses that states.py does not list although it says it lists every one.
 
+
 def test_the_unified_states_are_the_contracts() -> None:
     assert STATES == (
         "queued",
