@@ -30,7 +30,8 @@ EXECUTE = "taskrouter.execute"
 
 
 def is_redis_url(url: str) -> bool:
-    return url.split("://", 1)[0] in ("redis", "rediss", "unix", "valkey", "valkeys")
+    scheme = url.split("://", 1)[0]
+    return scheme in ("redis", "rediss", "unix", "valkey", "valkeys", "redis+socket")
 
 
 def celery_url(url: str) -> str:
@@ -97,7 +98,7 @@ def make_app(settings: Settings, derived: Derived) -> Celery:
 def broker_errors() -> Iterator[None]:
     try:
         yield
-    except (OperationalError, ConnectionError, OSError) as exc:
+    except (OperationalError, ConnectionError, OSError, redis.ConnectionError) as exc:
         raise BackendUnavailable("celery broker", str(exc) or type(exc).__name__) from exc
 
 
@@ -269,6 +270,15 @@ class CeleryBackend:
             conn.ensure_connection(max_retries=1, timeout=2)
 
     def queue_depths(self) -> dict[str, int]:
+        if self.app.conf.broker_url == celery_url(self.store.url):  # the broker is our Redis
+            # kombu keeps a queue as a list under its global key prefix; a passive
+            # declare through kombu does not apply that prefix.
+            prefix = self.app.conf.broker_transport_options.get("global_keyprefix", "")
+            with redis_errors("celery broker"):
+                pipe = self.store.client.pipeline(transaction=False)
+                for queue in self.queue_names:
+                    pipe.llen(prefix + queue)
+                return dict(zip(self.queue_names, pipe.execute(), strict=True))
         depths: dict[str, int] = {}
         with broker_errors(), self.app.connection_for_write() as conn, conn.channel() as chan:
             for queue in self.queue_names:

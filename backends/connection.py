@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -23,18 +24,27 @@ class PerProcess:
     Redis). A child therefore never touches its parent's pool.
     """
 
-    def __init__(self, url: str, *, decode_responses: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        decode_responses: bool = False,
+        setup: Callable[[redis.Redis], None] | None = None,
+    ) -> None:
         self.url = url
         self.decode_responses = decode_responses
+        self.setup = setup
         self._pid = -1
         self._client: redis.Redis | None = None
 
     def get(self) -> redis.Redis:
         if self._client is None or self._pid != os.getpid():
-            self._client = redis.Redis.from_url(
+            client = redis.Redis.from_url(
                 self.url, decode_responses=self.decode_responses, **CLIENT_OPTIONS
             )
-            self._pid = os.getpid()
+            if self.setup is not None:
+                self.setup(client)  # before publishing: other threads see it ready or not at all
+            self._client, self._pid = client, os.getpid()
         return self._client
 
     @property

@@ -94,8 +94,8 @@ class JobStore:
     def __init__(self, url: str, keys: Keys) -> None:
         self.url = url
         self.keys = keys
-        self._clients = PerProcess(url, decode_responses=True)
         self._scripts: dict[str, Any] = {}
+        self._clients = PerProcess(url, decode_responses=True, setup=self._register_scripts)
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> JobStore:
@@ -103,10 +103,10 @@ class JobStore:
 
     @property
     def client(self) -> Any:  # redis.Redis with decode_responses=True: str replies
-        if self._clients.fresh:
-            client = self._clients.get()
-            self._scripts = {n: client.register_script(t) for n, t in SCRIPTS.items()}
         return self._clients.get()
+
+    def _register_scripts(self, client: redis.Redis) -> None:
+        self._scripts = {n: client.register_script(t) for n, t in SCRIPTS.items()}
 
     def _run(self, name: str, *args: Any) -> Any:
         client = self.client

@@ -322,5 +322,31 @@ def _jobs_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+@main.command()
+@click.option("--app", "app_module", required=True, help="module that defines the @task functions")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address of the API")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    default=2,
+    show_default=True,
+    help="processes per engine",
+)
+@click.option(
+    "--embedded", is_flag=True, help="use a private embedded server even if Redis answers"
+)
+@friendly
+def up(app_module: str, host: str, port: int, concurrency: int, embedded: bool) -> None:
+    """The whole stack on one machine: Redis (embedded when none is configured), a worker
+    of each engine with its janitor, and the API; Ctrl-C stops it all."""
+    from .up import run_up
+
+    _logging(False)
+    sys.exit(
+        run_up(app_module, host=host, port=port, concurrency=concurrency, force_embedded=embedded)
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -18,10 +18,12 @@ from .embedded import resolve_redis
 from .processes import cli_env, spawn, stop
 
 
-def run_up(app_module: str, *, host: str, port: int, concurrency: int,
-           force_embedded: bool = False) -> int:
-    url, server = resolve_redis(os.environ.get("TASKROUTER_REDIS_URL"),
-                                force_embedded=force_embedded)
+def run_up(
+    app_module: str, *, host: str, port: int, concurrency: int, force_embedded: bool = False
+) -> int:
+    url, server = resolve_redis(
+        os.environ.get("TASKROUTER_REDIS_URL"), force_embedded=force_embedded
+    )
     env = cli_env(url)
     stopping = False
 
@@ -34,10 +36,19 @@ def run_up(app_module: str, *, host: str, port: int, concurrency: int,
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for engine in ("celery", "rq"):
-            procs[engine] = spawn(["worker", "--app", app_module, "--backend", engine,
-                                   "--concurrency", str(concurrency)], env)
-        procs["api"] = spawn(["api", "--app", app_module, "--host", host, "--port", str(port)],
-                             env)
+            procs[engine] = spawn(
+                [
+                    "worker",
+                    "--app",
+                    app_module,
+                    "--backend",
+                    engine,
+                    "--concurrency",
+                    str(concurrency),
+                ],
+                env,
+            )
+        procs["api"] = spawn(["api", "--app", app_module, "--host", host, "--port", str(port)], env)
         click.echo(f"redis: {'embedded server at ' + url if server else url}")
         click.echo(f"api: http://{host}:{port}/docs   (Ctrl-C stops everything)")
         while not stopping:

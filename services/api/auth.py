@@ -1,0 +1,95 @@
+"""Who may call the API: the bearer token, a guard against cross-site browser requests,
+and the rule about which addresses the API may bind.
+
+With ``TASKROUTER_API_TOKEN`` set, every request except ``/healthz`` (a liveness probe
+carries no secrets) needs ``Authorization: Bearer <token>``. It is checked in a plain
+ASGI middleware, before routing or reading the body, so that an unauthenticated client
+learns nothing (not even whether a path exists or a body parses).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from router.errors import TaskrouterError
+
+from .errors import error
+
+OPEN_PATHS = frozenset({"/healthz"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+class TokenAuth:
+    """ASGI middleware: 401 unless the request carries the bearer token."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        if not token:
+            raise ValueError("TokenAuth needs a non-empty token")
+        self.app = app
+        self._token = token.encode()
+
+    def authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                # compare_digest: the time taken does not tell how much of a guess matched.
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.strip(), self._token
+                )
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self.authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        response = error(
+            401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="taskrouter"'}
+        )
+        await response(scope, receive, send)
+
+
+class CrossSiteGuard:
+    """ASGI middleware: 403 for a state-changing request that a browser sent from a page
+    of another site.
+
+    Without a token, a web page could make the user's browser post a form to
+    ``http://127.0.0.1:8000/jobs/<id>/cancel``: a form post needs no CORS preflight and
+    cancel takes no body. Browsers mark such requests ``Sec-Fetch-Site: cross-site``;
+    API clients (curl, httpx, requests) send no such header and are not affected.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            for name, value in scope["headers"]:
+                if name == b"sec-fetch-site" and value not in (b"same-origin", b"none"):
+                    response = error(403, "cross-site requests may not change jobs")
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_bind(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse to serve beyond this machine without a token, unless told ``insecure``."""
+    if is_loopback(host) or token or insecure:
+        return
+    raise TaskrouterError(
+        f"refusing to bind {host} without TASKROUTER_API_TOKEN: anyone who can reach it could "
+        "submit and cancel jobs. Set TASKROUTER_API_TOKEN, bind 127.0.0.1, or pass --insecure "
+        "(behind an authenticating proxy)"
+    )

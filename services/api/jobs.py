@@ -1,0 +1,106 @@
+"""``/jobs``: submit, read, list, cancel and retry jobs of either engine.
+
+Reads go to the job records only (one HGETALL for a job, the indexes for a listing),
+never to an engine. ``GET /jobs/{id}``, the hot path, reads with an asyncio client on
+the event loop; the other routes are plain functions, which FastAPI runs in its thread
+pool, since the runtime's Redis and broker clients block. Routes return the JSON
+themselves (see schemas.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from backends.queries import DEFAULT_LIMIT, MAX_LIMIT, JobFilter, list_jobs
+from router.errors import JobNotFound
+from router.job import Job
+from router.registry import CallOptions, lookup
+
+from .deps import records_of, responses, runtime_of
+from .schemas import Engine, JobOut, JobPage, State, SubmitJob
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(description="the job id")]
+
+
+def _job(job: Job, status: int = 200) -> JSONResponse:
+    headers = {"Location": f"/jobs/{job.id}"} if status == 202 else None
+    return JSONResponse(job.to_dict(), status_code=status, headers=headers)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    responses=responses(404, 413, 422, 503),
+    summary="Submit a job of a registered task",
+)
+def submit(body: SubmitJob, request: Request) -> JSONResponse:
+    """Route the call by the task's profile; answers at once with the queued job."""
+    task = lookup(body.task)
+    options = CallOptions(idempotency_key=body.idempotency_key)
+    job = runtime_of(request).enqueue(task, tuple(body.args), body.kwargs, options)
+    return _job(job, 202)
+
+
+@router.get(
+    "",
+    response_model=JobPage,
+    responses=responses(422, 503),
+    summary="List jobs, newest first",
+)
+def list_(
+    request: Request,
+    state: State | None = None,
+    profile: str | None = None,
+    backend: Engine | None = None,
+    task: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> JSONResponse:
+    """Jobs matching every given filter. Pages never skip or repeat a job, however many
+    jobs arrive while paging; a page may be short while ``next_cursor`` is set (a very
+    selective filter), and ``next_cursor`` is null on the last page."""
+    filters = JobFilter(state=state, profile=profile, backend=backend, task=task)
+    page = list_jobs(runtime_of(request).store, filters, limit=limit, cursor=cursor)
+    return JSONResponse(page.to_dict())
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=responses(404, 503), summary="A job")
+async def get(job_id: JobId, request: Request) -> JSONResponse:
+    """The job's record as it is now: one Redis read, whichever engine runs it."""
+    record = await records_of(request).read(job_id)
+    if record is None:
+        raise JobNotFound(job_id)
+    return _job(Job.from_record(record))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses=responses(404, 409, 503),
+    summary="Cancel a job",
+)
+def cancel(job_id: JobId, request: Request) -> JSONResponse:
+    """A queued job never runs; a running one is stopped, on either engine, and ends
+    ``canceled``. 409 when the job already finished."""
+    runtime = runtime_of(request)
+    return _job(Job.from_record(runtime.cancel_job(job_id), runtime))
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    response_model=JobOut,
+    responses=responses(404, 409, 503),
+    summary="Retry a failed or canceled job",
+)
+def retry(job_id: JobId, request: Request) -> JSONResponse:
+    """A new job with the same task, arguments and profile (its record's ``retry_of``
+    names this one). Asking again returns the same new job. 409 unless the job failed or
+    was canceled."""
+    return _job(runtime_of(request).retry_job(job_id), 202)

@@ -1,0 +1,202 @@
+"""``/metrics``: Prometheus text, read from Redis at scrape time by a custom collector.
+
+Every figure is shared state in Redis (the Lua scripts keep the counters and indexes), so
+any number of API replicas report the same values and a restart loses nothing.
+
+- ``taskrouter_jobs{profile,backend,queue,state}``: jobs by state now, per profile
+  (the state indexes intersected with the profile indexes).
+- ``taskrouter_jobs_{submitted,succeeded,failed,retried,canceled}_total{profile,backend,
+  queue,task}``: lifetime counters (``Keys.counters``).
+- ``taskrouter_job_queue_wait_seconds`` and ``taskrouter_job_run_seconds``: gauge
+  histograms over the newest ``RECENT`` succeeded and ``RECENT`` failed jobs, computed
+  from their records at each scrape. They describe recent jobs, not every job since a
+  start: ``histogram_quantile`` works on them, ``rate`` does not. Cumulative histograms
+  need bucket counters kept at claim and finish time in the Lua scripts.
+- ``taskrouter_queue_depth{backend,queue}``: messages waiting in each engine queue.
+- ``taskrouter_workers{backend}``: live workers (heartbeats).
+- ``taskrouter_up{component}``: 0 when the Celery broker could not be read (the scrape
+  still shows the Redis figures). With Redis down the scrape answers 503.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from backends.queries import Figures, Labels, figures
+from backends.runtime import Runtime
+from backends.store import WorkerRegistry
+from router.errors import BackendUnavailable
+
+from .deps import responses
+
+log = logging.getLogger("taskrouter.api")
+router = APIRouter(tags=["metrics"])
+
+RECENT = 1000  # finished jobs per state behind the timing histograms
+EVENTS = ("submitted", "succeeded", "failed", "retried", "canceled")
+LABELS = ["profile", "backend", "queue", "task"]
+# Seconds. Queue waits of short jobs are milliseconds; long jobs wait and run for hours.
+WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
+
+
+class RedisCollector(Collector):
+    """Reads every figure from Redis (and the brokers) when Prometheus scrapes."""
+
+    def __init__(self, runtime: Runtime, recent: int = RECENT) -> None:
+        self.runtime = runtime
+        self.recent = recent
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self.runtime
+        fig = figures(rt.store, rt.derived.profiles, recent=self.recent)
+        yield self._by_state(fig)
+        yield from self._counters(fig)
+        yield _histogram(
+            "taskrouter_job_queue_wait_seconds",
+            f"Seconds from queued to started, over the newest {self.recent} succeeded and "
+            f"{self.recent} failed jobs",
+            [(f.labels, f.queue_wait) for f in fig.finished],
+            WAIT_BUCKETS,
+        )
+        yield _histogram(
+            "taskrouter_job_run_seconds",
+            f"Seconds from started to finished, over the newest {self.recent} succeeded and "
+            f"{self.recent} failed jobs",
+            [(f.labels, f.run_time) for f in fig.finished],
+            RUN_BUCKETS,
+        )
+        yield from self._engines()
+
+    def _by_state(self, fig: Figures) -> Metric:
+        family = GaugeMetricFamily(
+            "taskrouter_jobs",
+            "Jobs by state now, per profile (backend and queue as the policy routes it)",
+            labels=["profile", "backend", "queue", "state"],
+        )
+        profiles = self.runtime.derived.profiles
+        for (profile, state), count in sorted(fig.by_state.items()):
+            ps = profiles.get(profile)
+            backend, queue = (ps.backend, ps.queue) if ps else ("", "")
+            family.add_metric([profile, backend, queue, state], count)
+        return family
+
+    def _counters(self, fig: Figures) -> Iterator[Metric]:
+        families = {
+            event: CounterMetricFamily(
+                f"taskrouter_jobs_{event}", f"Jobs {event} since the counters began", labels=LABELS
+            )
+            for event in EVENTS
+        }
+        for (event, labels), value in sorted(fig.counters.items(), key=lambda kv: kv[0][0]):
+            if event in families:
+                families[event].add_metric(_values(labels), value)
+        yield from families.values()
+
+    def _engines(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "taskrouter_queue_depth",
+            "Messages waiting in each engine queue",
+            labels=["backend", "queue"],
+        )
+        up = GaugeMetricFamily(
+            "taskrouter_up",
+            "1 when the component could be read in this scrape",
+            labels=["component"],
+        )
+        up.add_metric(["redis"], 1)
+        engines = sorted({ps.backend for ps in self.runtime.derived.profiles.values()})
+        for engine in engines:
+            component = "celery broker" if engine == "celery" else "redis (rq)"
+            try:
+                depths = self.runtime.backends[engine].queue_depths()
+            except BackendUnavailable as exc:
+                log.warning("metrics: queue depths of %s: %s", engine, exc)
+                up.add_metric([component], 0)
+                continue
+            except Exception:
+                # An engine error that the adapter did not map (kombu lets a redis
+                # ConnectionError out of channel()): the depths are missing from this
+                # scrape, the rest of it still holds.
+                log.warning("metrics: queue depths of %s failed", engine, exc_info=True)
+                up.add_metric([component], 0)
+                continue
+            if engine == "celery":
+                up.add_metric([component], 1)
+            for queue, n in sorted(depths.items()):
+                depth.add_metric([engine, queue], n)
+        workers = GaugeMetricFamily("taskrouter_workers", "Live workers", labels=["backend"])
+        registry = WorkerRegistry(self.runtime.store)
+        for engine in engines:
+            workers.add_metric([engine], len(registry.alive(engine)))
+        yield depth
+        yield workers
+        yield up
+
+
+def _values(labels: Labels) -> list[str]:
+    return [labels.profile, labels.backend, labels.queue, labels.task]
+
+
+def _histogram(
+    name: str,
+    doc: str,
+    samples: Iterable[tuple[Labels, float | None]],
+    bounds: Sequence[float],
+) -> Metric:
+    counts: dict[Labels, list[int]] = defaultdict(lambda: [0] * (len(bounds) + 1))
+    sums: dict[Labels, float] = defaultdict(float)
+    for labels, seconds in samples:
+        if seconds is None:
+            continue  # never started (canceled while queued)
+        counts[labels][bisect.bisect_left(bounds, seconds)] += 1
+        sums[labels] += seconds
+    family = GaugeHistogramMetricFamily(name, doc, labels=LABELS)
+    for labels, per_bucket in sorted(counts.items(), key=lambda kv: _values(kv[0])):
+        cumulative, buckets = 0, []
+        for bound, n in zip([*map(_le, bounds), "+Inf"], per_bucket, strict=True):
+            cumulative += n
+            buckets.append((bound, float(cumulative)))
+        family.add_metric(_values(labels), buckets, gsum_value=sums[labels])
+    return family
+
+
+def _le(bound: float) -> str:
+    return f"{bound:g}"
+
+
+def registry(runtime: Runtime) -> CollectorRegistry:
+    """A registry of its own: the API's figures, not this process's Python internals."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(RedisCollector(runtime))
+    return reg
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            "description": "Prometheus text format",
+        },
+        **responses(503),
+    },
+    summary="Prometheus metrics",
+)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

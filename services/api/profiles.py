@@ -1,0 +1,49 @@
+"""``/profiles``: each profile of the policy, the engine it routes to and why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from router.derive import Derived, ProfileSettings
+
+from .deps import runtime_of
+from .schemas import ProfilesOut
+
+router = APIRouter(tags=["profiles"])
+
+
+def profile_dict(ps: ProfileSettings) -> dict[str, Any]:
+    return {
+        "profile": ps.profile,
+        "backend": ps.backend,
+        "rule": ps.rule,
+        "reason": ps.reason,
+        "queue": ps.queue,
+        "timeout": ps.soft_time_limit,
+        "time_limit": ps.time_limit,
+        "job_timeout": ps.job_timeout,
+        "keep_results": ps.keep_results,
+        "max_attempts": ps.max_attempts,
+        "retries": {"max": ps.retries.max, "backoff": list(ps.retries.backoff)},
+        "long_running": ps.long_running,
+        "concurrency": ps.concurrency,
+        "rate_limit": None if ps.rate_limit is None else str(ps.rate_limit),
+    }
+
+
+def profiles_dict(derived: Derived) -> dict[str, Any]:
+    return {
+        "profiles": [profile_dict(ps) for ps in derived.profiles.values()],
+        "celery_visibility_timeout": derived.visibility_timeout,
+        "celery_visibility_reason": derived.visibility_reason,
+    }
+
+
+@router.get("/profiles", response_model=ProfilesOut, summary="The policy's profiles")
+async def list_profiles(request: Request) -> JSONResponse:
+    """Every profile in policy order: its engine, the rule and reason that chose it, its
+    queue, and the settings derived for the engines (as ``taskrouter policy explain``)."""
+    return JSONResponse(profiles_dict(runtime_of(request).derived))

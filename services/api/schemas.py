@@ -1,0 +1,143 @@
+"""Request and response bodies of the HTTP API, in one place.
+
+Responses are built from ``Job.to_dict()`` and sent as they are (the routes return a
+Response), so these models document them in OpenAPI, and the schemathesis run checks the
+server against that documentation, without paying for validation on every request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from router.states import STATES
+
+State = Literal["queued", "scheduled", "running", "retrying", "succeeded", "failed", "canceled"]
+Engine = Literal["celery", "rq"]
+assert set(State.__args__) == set(STATES)  # type: ignore[attr-defined]
+
+
+def _utf8(value: Any, what: str) -> Any:
+    # JSON allows "\ud800" (a lone surrogate), which Python decodes into a str that no
+    # UTF-8 encoder accepts; refuse it here, where the field can be named, not in Redis.
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{what} holds a lone surrogate (\\ud800-\\udfff): not valid UTF-8"
+        ) from None
+    return value
+
+
+class SubmitJob(BaseModel):
+    """``POST /jobs``: a call of a registered task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200, description="registered task name")
+    args: list[Any] = Field(default_factory=list, description="positional arguments (JSON)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="a second submission with the same key (and profile) returns the first job",
+    )
+
+    @field_validator("args", "kwargs", "idempotency_key")
+    @classmethod
+    def _valid_utf8(cls, value: Any) -> Any:
+        return _utf8(value, "the value")
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobOut(BaseModel):
+    """The contract's job JSON (``Job.to_dict()``)."""
+
+    id: str
+    task: str
+    profile: str
+    backend: Engine
+    queue: str
+    state: State
+    attempts: int
+    created_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    result: Any = Field(description="the return value as plain JSON, once succeeded")
+    error: JobError | None
+    workflow_id: str | None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next (older) page; null at the end"
+    )
+
+
+class Issue(BaseModel):
+    """One problem with a request, located as FastAPI does: ["body", "args", 0]."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every error: a message, or the list of problems of an invalid request (422)."""
+
+    detail: str | list[Issue]
+
+
+class RetriesOut(BaseModel):
+    max: int
+    backoff: list[float] = Field(description="seconds before each retry; the last repeats")
+
+
+class ProfileOut(BaseModel):
+    """A profile of the policy, where it routes, why, and every derived engine setting."""
+
+    profile: str
+    backend: Engine
+    rule: Literal["explicit", "workflow", "latency"]
+    reason: str
+    queue: str
+    timeout: float = Field(description="seconds; Celery's soft time limit")
+    time_limit: float = Field(description="seconds; Celery's hard time limit")
+    job_timeout: int = Field(description="seconds; RQ's job_timeout")
+    keep_results: int = Field(description="seconds a finished job's record is kept")
+    max_attempts: int
+    retries: RetriesOut
+    long_running: bool
+    concurrency: int | None
+    rate_limit: str | None
+
+
+class ProfilesOut(BaseModel):
+    profiles: list[ProfileOut]
+    celery_visibility_timeout: int
+    celery_visibility_reason: str
+
+
+class Check(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: list[Check]
+    missing: list[str] = Field(description="what is not ready, by name")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
