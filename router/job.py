@@ -14,6 +14,31 @@ from .errors import JobFailed, JobTimeout
 from .states import FINISHED, SUCCEEDED
 
 
+class Refreshable(Protocol):
+    state: str
+
+    @property
+    def finished(self) -> bool: ...
+
+    def refresh(self) -> Any: ...
+
+
+def wait_until_finished(handle: Refreshable, timeout: float | None, poll: float, what: str) -> None:
+    """Refresh ``handle`` with a growing interval (``poll`` up to 200 ms) until it has
+    finished; JobTimeout naming ``what`` after ``timeout`` seconds (None: forever)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interval = poll
+    while True:
+        handle.refresh()
+        if handle.finished:
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            raise JobTimeout(f"{what} still {handle.state} after {timeout} s")
+        sleep = interval if deadline is None else min(interval, deadline - time.monotonic())
+        time.sleep(max(sleep, 0))
+        interval = min(interval * 2, 0.2)
+
+
 class JobSource(Protocol):
     """Where a Job reads its record and sends its commands (the runtime)."""
 
@@ -123,17 +148,7 @@ class Job:
         Polls the record with a growing interval (2 ms up to 200 ms). Raises JobTimeout
         when ``timeout`` seconds pass first (None waits forever).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = poll
-        while True:
-            self.refresh()
-            if self.finished:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobTimeout(f"job {self.id} still {self.state} after {timeout} s")
-            sleep = interval if deadline is None else min(interval, deadline - time.monotonic())
-            time.sleep(max(sleep, 0))
-            interval = min(interval * 2, 0.2)
+        wait_until_finished(self, timeout, poll, f"job {self.id}")
         if self.state == SUCCEEDED:
             return self.result
         err = self.error or {"type": "Canceled", "message": "the job was canceled"}

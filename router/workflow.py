@@ -15,14 +15,13 @@ them). The backends run that plan; this module stays pure.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, cast
 
 from . import codec
-from .errors import JobFailed, JobNotFound, JobTimeout
-from .job import Job, JobSource, iso
+from .errors import JobFailed, JobNotFound
+from .job import Job, JobSource, iso, wait_until_finished
 from .states import CANCELED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED
 
 Kind = Literal["chain", "group", "chord"]
@@ -440,17 +439,7 @@ class Workflow:
     def wait(self, timeout: float | None = 60.0, *, poll: float = 0.005) -> Any:
         """Block until the workflow ends; return its result or raise WorkflowFailed (a
         JobFailed naming the member that failed). JobTimeout after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = poll
-        while True:
-            self.refresh()
-            if self.finished:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobTimeout(f"workflow {self.id} still {self.state} after {timeout} s")
-            sleep = interval if deadline is None else min(interval, deadline - time.monotonic())
-            time.sleep(max(sleep, 0))
-            interval = min(interval * 2, 0.2)
+        wait_until_finished(self, timeout, poll, f"workflow {self.id}")
         if self.state == SUCCEEDED:
             return self.result
         error = self._error or {"type": "Canceled", "message": "the workflow was canceled"}
