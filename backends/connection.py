@@ -9,6 +9,9 @@ from typing import Any
 import redis
 
 CLIENT_OPTIONS: dict[str, Any] = {
+    # No CLIENT SETINFO on connect: two round trips fewer in every RQ work-horse, which
+    # opens its connections anew for each job.
+    "driver_info": None,
     "socket_connect_timeout": 5,
     "socket_timeout": 30,
     "health_check_interval": 30,

@@ -37,6 +37,8 @@ RAW_RATE_CELERY, RAW_RATE_RQ = "raw_rate_celery", "raw_rate_rq"
 RAW_LAT_CELERY, RAW_LAT_RQ = "raw_lat_celery", "raw_lat_rq"
 
 RAW_NOOP, RAW_STAMP = "bench.raw_noop", "bench.raw_stamp"
+# The raw workers log as taskrouter's do (INFO: one line or two per task, on both paths).
+LOGLEVEL = os.environ.get("BENCH_RAW_LOGLEVEL", "INFO")
 
 _client: Any = None
 _client_pid = -1
@@ -55,7 +57,29 @@ def _redis() -> Any:
 
 def stamp(key: str) -> None:
     started = time.time()
-    _redis().rpush(key, repr(started))
+    _redis().rpush(key, _stamp_value(started))
+
+
+# Diagnostics (overhead.py --trace): the moment Celery's pool process picks the task up
+# (task_prerun, before taskrouter's claim) goes with the stamp, which then splits the
+# latency into delivery and what runs before the function body.
+_TRACE = bool(os.environ.get("BENCH_TRACE"))
+_prerun = 0.0
+
+
+def _stamp_value(started: float) -> str:
+    return f"{started!r},{_prerun!r}" if _TRACE and _prerun else repr(started)
+
+
+def _on_prerun(**_: Any) -> None:
+    global _prerun
+    _prerun = time.time()
+
+
+if _TRACE:
+    from celery.signals import task_prerun
+
+    task_prerun.connect(_on_prerun, weak=False)
 
 
 def noop(i: int) -> None:
@@ -79,24 +103,26 @@ def raw_noop(i: int) -> None:
 
 def raw_stamp(key: str) -> None:
     started = time.time()
-    _redis().rpush(key, repr(started))
+    _redis().rpush(key, _stamp_value(started))
 
 
 # -- raw Celery -----------------------------------------------------------------------------
 
 
-def raw_celery_app() -> Any:
-    """A plain Celery app with every setting of taskrouter's (same broker, JSON only,
-    acks_late, prefetch, visibility timeout, kombu key prefix) and two plain tasks."""
+def raw_celery_app(like: Any = None) -> Any:
+    """A plain Celery app with every setting of taskrouter's app ``like`` (same broker,
+    JSON only, acks_late, prefetch, visibility timeout, kombu key prefix) and two plain
+    tasks. ``like`` defaults to the app taskrouter builds from the environment."""
     from celery import Celery
 
-    from backends.celery_backend import make_app
-    from router.derive import derive
-    from router.policy_file import load_policy
-    from router.settings import Settings
+    if like is None:
+        from backends.celery_backend import make_app
+        from router.derive import derive
+        from router.policy_file import load_policy
+        from router.settings import Settings
 
-    settings = Settings.from_env()
-    like = make_app(settings, derive(load_policy(settings.policy_path)))
+        settings = Settings.from_env()
+        like = make_app(settings, derive(load_policy(settings.policy_path)))
     app = Celery(
         "rawbench",
         broker=like.conf.broker_url,
@@ -112,7 +138,7 @@ def raw_celery_app() -> Any:
     @app.task(name=RAW_STAMP)
     def celery_stamp(key: str) -> None:
         started = time.time()
-        _redis().rpush(key, repr(started))
+        _redis().rpush(key, _stamp_value(started))
 
     return app
 
@@ -134,7 +160,7 @@ def _run_raw_celery(queue: str) -> int:
         queues=[queue],
         concurrency=1,
         pool="prefork",
-        loglevel="WARNING",
+        loglevel=LOGLEVEL,
         hostname=f"rawbench-{os.getpid()}@%h",
         prefetch_multiplier=multiplier,
         without_gossip=True,
@@ -152,7 +178,7 @@ def _run_raw_rq(queue: str) -> int:
     conn = redis.Redis.from_url(os.environ["TASKROUTER_REDIS_URL"])
     q = Queue(queue, connection=conn, serializer=JSONSerializer)
     worker = Worker([q], connection=conn, serializer=JSONSerializer, name=f"rawbench-{os.getpid()}")
-    worker.work(with_scheduler=False, logging_level="WARNING")
+    worker.work(with_scheduler=False, logging_level=LOGLEVEL)
     return 0
 
 

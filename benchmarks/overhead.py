@@ -4,22 +4,26 @@
 
 For each engine, through taskrouter and through the raw engine API:
 
-- enqueue/s: the client's rate for ``--enqueues`` (2,000) no-op tasks, sent one after
-  another onto a queue no worker consumes (so that no worker competes with the client
-  for the CPU; the client does the same work either way). Run ``--reps`` times per path,
-  interleaved with the other path; the median rep is shown.
-- enqueue-to-start: the median, over ``--latency-jobs`` (300) sequential no-op tasks, of
-  the time the task's first statement reads minus the time read just before the enqueue
-  call (``benchmarks/bench_app.py``: the task pushes its start time to a list the
-  benchmark BLPOPs). Raw and taskrouter tasks alternate, one at a time, each sent to an
-  idle worker (a pause after each lets the worker finish the previous job).
+- enqueue/s: the client's rate for ``--enqueues`` (2,000) no-op tasks sent one after
+  another onto a queue no worker consumes (no worker competes with the client for the
+  CPU; the client does the same work either way). The two paths alternate in blocks of
+  ``--block`` (100) enqueues, so that both see the same machine; ``--reps`` (5) reps,
+  the median shown. tr / raw is the median of the reps' own ratios.
+- enqueue-to-start: the median, over ``--latency-jobs`` (300) sequential no-op tasks per
+  path, of the time the task's first statement reads minus the time read just before
+  the enqueue call (``benchmarks/bench_app.py``: the task pushes its start time to a list
+  that the benchmark BLPOPs), so raw and taskrouter are measured the same way, and what
+  taskrouter runs before the function (its claim) counts. Raw and taskrouter tasks
+  alternate one at a time, each to an idle worker (a pause after each lets the worker
+  finish the previous job). ``--trace`` splits Celery's at task_prerun.
 
-Raw Celery is a plain Celery app with the broker, kombu key prefix and every setting
-taskrouter's app has (JSON only, acks_late, prefetch multiplier, visibility timeout),
-tasks sent with ``send_task``; raw RQ is ``Queue(...).enqueue`` of a plain function with
-``JSONSerializer`` and the stock forking ``Worker``. Each engine gets one worker process
-per path (concurrency 1), started here and stopped at the end; every key lives under a
-key prefix of this run, deleted at the end (SCAN MATCH prefix*).
+Raw Celery is a plain Celery app with the broker, kombu key prefix and every setting of
+taskrouter's app (JSON only, acks_late, prefetch multiplier, visibility timeout, ignored
+results), its no-op task sent with ``apply_async``; raw RQ is ``Queue(...).enqueue`` of a
+plain function with ``JSONSerializer`` and the stock forking ``Worker``. Each engine gets
+one worker process per path, concurrency 1, logging at INFO like taskrouter's, started
+here and stopped at the end. Every key lives under a key prefix of this run, deleted at
+the end (SCAN MATCH prefix*). The run gives up after ``--time-limit`` seconds.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ PATHS = ("raw", "taskrouter")
 class Result:
     rates: list[float] = field(default_factory=list)  # enqueues per second, one per rep
     latencies: list[float] = field(default_factory=list)  # seconds, one per job
+    pickups: list[float] = field(default_factory=list)  # --trace: enqueue to task_prerun
+    calls: list[float] = field(default_factory=list)  # --trace: the enqueue call itself
 
     @property
     def rate(self) -> float:
@@ -99,9 +105,7 @@ class Bench:
         self.prefix = f"trbench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         policy = workdir / "policy.yaml"
         policy.write_text(POLICY)
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))
-        }
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))}
         self.env.update(
             TASKROUTER_REDIS_URL=args.redis_url,
             TASKROUTER_KEY_PREFIX=self.prefix,
@@ -109,11 +113,15 @@ class Bench:
             RQ_KEY_PREFIX=f"{self.prefix}-rq",  # what taskrouter sets for this key prefix
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         )
+        if args.trace:
+            self.env["BENCH_TRACE"] = "1"
         # This process talks to the same Redis with the same prefixes. RQ reads
         # RQ_KEY_PREFIX at import, so set everything before importing anything.
         for k in [k for k in os.environ if k.startswith(("TASKROUTER_", "RQ_"))]:
             del os.environ[k]
-        os.environ.update({k: v for k, v in self.env.items() if k.startswith(("TASKROUTER_", "RQ_"))})
+        os.environ.update(
+            {k: v for k, v in self.env.items() if k.startswith(("TASKROUTER_", "RQ_"))}
+        )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.deadline = Deadline(args.time_limit)
 
@@ -135,10 +143,14 @@ class Bench:
         from rq import Queue
         from rq.serializers import JSONSerializer
 
-        self.raw_celery = bench_app.raw_celery_app()
+        self.raw_celery = bench_app.raw_celery_app(self.runtime.celery_app)
         raw_conn = redis.Redis.from_url(self.args.redis_url)
-        self.raw_rq_rate = Queue(bench_app.RAW_RATE_RQ, connection=raw_conn, serializer=JSONSerializer)
-        self.raw_rq_lat = Queue(bench_app.RAW_LAT_RQ, connection=raw_conn, serializer=JSONSerializer)
+        self.raw_rq_rate = Queue(
+            bench_app.RAW_RATE_RQ, connection=raw_conn, serializer=JSONSerializer
+        )
+        self.raw_rq_lat = Queue(
+            bench_app.RAW_LAT_RQ, connection=raw_conn, serializer=JSONSerializer
+        )
 
     def start_workers(self) -> None:
         a = self.app
@@ -187,8 +199,8 @@ class Bench:
         if path == "taskrouter":
             return (a.noop_celery if engine == "celery" else a.noop_rq).enqueue
         if engine == "celery":
-            send, queue = self.raw_celery.send_task, a.RAW_RATE_CELERY
-            return lambda i: send(a.RAW_NOOP, args=(i,), queue=queue)
+            send, queue = self.raw_celery.tasks[a.RAW_NOOP].apply_async, a.RAW_RATE_CELERY
+            return lambda i: send((i,), queue=queue)
         enqueue, fn = self.raw_rq_rate.enqueue, a.raw_noop
         return lambda i: enqueue(fn, i)
 
@@ -197,24 +209,36 @@ class Bench:
         if path == "taskrouter":
             return (a.stamp_celery if engine == "celery" else a.stamp_rq).enqueue
         if engine == "celery":
-            send, queue = self.raw_celery.send_task, a.RAW_LAT_CELERY
-            return lambda key: send(a.RAW_STAMP, args=(key,), queue=queue)
+            send, queue = self.raw_celery.tasks[a.RAW_STAMP].apply_async, a.RAW_LAT_CELERY
+            return lambda key: send((key,), queue=queue)
         enqueue, fn = self.raw_rq_lat.enqueue, a.raw_stamp
         return lambda key: enqueue(fn, key)
 
-    def measure_rate(self, engine: str, path: str, n: int) -> float:
-        enqueue = self.enqueuers(engine, path)
-        for i in range(50):  # warm: connections, caches, first-call imports
-            enqueue(i)
-        t0 = time.perf_counter()
-        for i in range(n):
-            enqueue(i)
-        return n / (time.perf_counter() - t0)
+    def measure_rates(self, engine: str, n: int, block: int) -> dict[str, float]:
+        """Enqueues per second of each path for ``n`` enqueues, sent in blocks of
+        ``block`` that alternate between the paths, so that both see the same machine
+        (other processes come and go over seconds; blocks take a tenth of one)."""
+        calls = {path: self.enqueuers(engine, path) for path in PATHS}
+        for enqueue in calls.values():
+            for i in range(50):  # warm: connections, caches, first-call imports
+                enqueue(i)
+        spent = dict.fromkeys(PATHS, 0.0)
+        for b in range(n // block):
+            for path in PATHS if b % 2 == 0 else PATHS[::-1]:
+                enqueue = calls[path]
+                t0 = time.perf_counter()
+                for i in range(block):
+                    enqueue(i)
+                spent[path] += time.perf_counter() - t0
+        return {path: (n // block) * block / spent[path] for path in PATHS}
 
-    def one_start(self, engine: str, path: str, key: str, timeout: float = 15.0) -> float:
+    def one_start(
+        self, engine: str, path: str, key: str, timeout: float = 15.0, into: Result | None = None
+    ) -> float:
         start = self.starters(engine, path)
         t0 = time.time()
         start(key)
+        t1 = time.time()
         got = self.redis.blpop([key], timeout=timeout)
         if got is None:
             name = f"{path}-{engine}"
@@ -224,7 +248,11 @@ class Bench:
                 f"{name}: no task start within {timeout:g} s (worker {state}):\n"
                 + self.worker_log(name)
             )
-        return float(got[1]) - t0
+        started, *prerun = got[1].decode().split(",")
+        if prerun and into is not None:
+            into.pickups.append(float(prerun[0]) - t0)
+            into.calls.append(t1 - t0)
+        return float(started) - t0
 
     def wait_ready(self) -> None:
         """Each worker runs a task (the first may wait for the worker to boot)."""
@@ -234,15 +262,13 @@ class Bench:
 
     def run(self, results: dict[tuple[str, str], Result]) -> None:
         args = self.args
-        # Enqueue rate: reps interleaved, alternating which path goes first.
-        for rep in range(args.reps):
+        # Enqueue rate: per rep, raw and taskrouter alternate in blocks.
+        for _ in range(args.reps):
             for engine in ENGINES:
-                order = PATHS if rep % 2 == 0 else PATHS[::-1]
-                for path in order:
-                    self.deadline.check("the enqueue-rate phase")
-                    results[engine, path].rates.append(
-                        self.measure_rate(engine, path, args.enqueues)
-                    )
+                self.deadline.check("the enqueue-rate phase")
+                rates = self.measure_rates(engine, args.enqueues, args.block)
+                for path, rate in rates.items():
+                    results[engine, path].rates.append(rate)
         # Warm the latency paths (the first tasks of a process import and connect).
         for engine in ENGINES:
             for path in PATHS:
@@ -257,8 +283,14 @@ class Bench:
                 order = PATHS if i % 2 == 0 else PATHS[::-1]
                 for path in order:
                     key = f"{self.prefix}:stamp:{engine}:{path}"
-                    results[engine, path].latencies.append(self.one_start(engine, path, key))
+                    r = results[engine, path]
+                    r.latencies.append(self.one_start(engine, path, key, into=r))
                     time.sleep(gap)
+
+
+def _rep_ratios(results: dict[tuple[str, str], Result], engine: str) -> list[float]:
+    tr, raw = results[engine, "taskrouter"].rates, results[engine, "raw"].rates
+    return [t / r for t, r in zip(tr, raw, strict=True)]
 
 
 def report(results: dict[tuple[str, str], Result], args: argparse.Namespace) -> str:
@@ -281,7 +313,8 @@ def report(results: dict[tuple[str, str], Result], args: argparse.Namespace) -> 
     verdicts = []
     for engine in ENGINES:
         raw, tr = results[engine, "raw"], results[engine, "taskrouter"]
-        ratio = tr.rate / raw.rate
+        # Each rep's two rates come from the same seconds: their ratio is the steadier.
+        ratio = statistics.median(_rep_ratios(results, engine))
         extra = tr.latency_ms - raw.latency_ms
         lines.append(
             f"{engine:<7} {'tr / raw':<11} {ratio:>10.1%} {'':>14}  "
@@ -294,25 +327,46 @@ def report(results: dict[tuple[str, str], Result], args: argparse.Namespace) -> 
             f"(target <= +0.30 ms: {'met' if ok_lat else 'MISSED'})"
         )
     lines.append("")
+    rep_ratios = "; ".join(
+        e + " " + " ".join(f"{x:.0%}" for x in _rep_ratios(results, e)) for e in ENGINES
+    )
     lines.append(
-        f"enqueue/s: median of {args.reps} reps of {args.enqueues:,} enqueues per path; "
-        f"start: median of {args.latency_jobs} sequential tasks per path "
-        "(raw and taskrouter alternating)"
+        f"enqueue/s: median of {args.reps} reps of {args.enqueues:,} enqueues per path, raw "
+        f"and taskrouter alternating in blocks of {args.block} (reps' tr / raw: {rep_ratios})."
+        f" start: median of {args.latency_jobs} sequential tasks per path, raw and "
+        "taskrouter alternating."
     )
     lines += verdicts
+    for engine in ENGINES:
+        for path in PATHS:
+            r = results[engine, path]
+            if r.pickups:
+                pickup = statistics.median(r.pickups) * 1000
+                lines.append(
+                    f"trace {engine} {path}: enqueue call "
+                    f"{statistics.median(r.calls) * 1000:.2f} ms; enqueue to task_prerun "
+                    f"{pickup:.2f} ms, "
+                    f"task_prerun to function body {r.latency_ms - pickup:.2f} ms (medians)"
+                )
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"))
+    p.add_argument(
+        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+    )
     p.add_argument("--enqueues", type=int, default=2000, help="tasks per enqueue-rate rep")
     p.add_argument("--reps", type=int, default=5, help="enqueue-rate reps per path")
+    p.add_argument("--block", type=int, default=100, help="enqueues per alternating block")
     p.add_argument("--latency-jobs", type=int, default=300, help="sequential tasks per path")
-    p.add_argument("--celery-gap", type=float, default=0.02, help="pause after each celery task (s)")
+    p.add_argument(
+        "--celery-gap", type=float, default=0.02, help="pause after each celery task (s)"
+    )
     p.add_argument("--rq-gap", type=float, default=0.06, help="pause after each rq task (s)")
     p.add_argument("--time-limit", type=float, default=600, help="give up after this many s")
     p.add_argument("--keep-logs", action="store_true", help="print where worker logs are kept")
+    p.add_argument("--trace", action="store_true", help="celery: split the latency at task_prerun")
     args = p.parse_args(argv)
     args.gap = {"celery": args.celery_gap, "rq": args.rq_gap}
     return args
@@ -332,6 +386,7 @@ def workdir(keep: bool) -> Iterator[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = {(e, p): Result() for e in ENGINES for p in PATHS}
+    load_before = os.getloadavg()[0]
     with workdir(args.keep_logs) as tmp:
         bench = Bench(args, tmp)
         bench.setup()
@@ -347,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     print(report(results, args))
     print(
         f"\n{time.monotonic() - started:.0f} s; key prefix {bench.prefix} "
-        f"({deleted} keys deleted); redis {args.redis_url}; {os.cpu_count()} CPUs"
+        f"({deleted} keys deleted); redis {args.redis_url}; {os.cpu_count()} CPUs, "
+        f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+        "(other processes on the machine add noise)"
     )
     return 0
 

@@ -117,7 +117,7 @@ def policy_explain(profile: str, policy_path: str | None) -> None:
     help="processes (default: 2 for celery, 1 for rq)",
 )
 @click.option("-v", "--verbose", is_flag=True)
-@click.option("--single", is_flag=True, hidden=True, help="one RQ worker, unsupervised")
+@click.option("--single", is_flag=True, hidden=True, help="one worker process, unsupervised")
 @friendly
 def worker(
     app_module: str,

@@ -67,7 +67,7 @@ def find_server_binary() -> str:
     )
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
+def pdeathsig_preexec() -> Callable[[], None] | None:
     """Build the child-side hook that asks Linux to SIGTERM the server when we die.
 
     Linux sends the signal when the *thread* that forked exits, so start() belongs on a
@@ -168,7 +168,7 @@ class EmbeddedRedis:
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=out,
-                        preexec_fn=_pdeathsig_preexec(),
+                        preexec_fn=pdeathsig_preexec(),
                         start_new_session=True,
                     )
                 self._wait_ready(self._proc, logfile)

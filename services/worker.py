@@ -28,6 +28,8 @@ from router.errors import TaskrouterError
 from router.registry import registered
 from router.settings import Settings
 
+from .embedded import pdeathsig_preexec
+
 log = logging.getLogger("taskrouter.worker")
 
 
@@ -106,13 +108,15 @@ def run_worker(
     name = worker_name(engine)
     lease_ms = int(runtime.settings.lease_ttl * 1000)
     install_context(WorkerContext(store=runtime.store, name=name, lease_ms=lease_ms))
-    if engine == "rq" and single:
+    if single:
+        if engine == "celery":
+            return _run_celery(runtime, chosen, concurrency or 2, name)
         return _run_rq_single(runtime, chosen, name)
     janitor = start_janitor(engine, name)
     try:
-        if engine == "celery":
-            return _run_celery(runtime, chosen, concurrency or 2, name)
-        return _supervise_rq(app_module, chosen, concurrency or 1)
+        if engine == "celery":  # one Celery worker with its own prefork pool
+            return _supervise(app_module, engine, chosen, 1, concurrency or 2)
+        return _supervise(app_module, engine, chosen, concurrency or 1, 1)  # forking workers
     finally:
         stop_child(janitor)
 
@@ -146,14 +150,31 @@ def _run_rq_single(runtime: Runtime, queues: list[str], name: str) -> int:
     return 0 if ok or ok is None else 1
 
 
-def _supervise_rq(app_module: str, queues: list[str], concurrency: int) -> int:
-    """Run ``concurrency`` forking RQ workers; restart any that exits (RQ workers exit on
-    a Redis TimeoutError); on SIGTERM/SIGINT stop them all (warm: running jobs finish)."""
+def _supervise(
+    app_module: str, engine: str, queues: list[str], slots: int, concurrency: int
+) -> int:
+    """Run ``slots`` workers of ``engine`` as child processes; restart any that exits
+    (an RQ worker exits on a Redis TimeoutError, kombu can crash a Celery worker while a
+    Redis restart interrupts it); on SIGTERM/SIGINT stop them all (warm: running jobs
+    finish). The children get SIGTERM if this process dies."""
     stopping = False
     children: dict[int, subprocess.Popen[bytes]] = {}
     args = _cli(
-        "worker", "--app", app_module, "--backend", "rq", "--queues", ",".join(queues), "--single"
+        "worker",
+        "--app",
+        app_module,
+        "--backend",
+        engine,
+        "--queues",
+        ",".join(queues),
+        "--concurrency",
+        str(concurrency),
+        "--single",
     )
+    preexec = pdeathsig_preexec()
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(args, preexec_fn=preexec)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -164,14 +185,16 @@ def _supervise_rq(app_module: str, queues: list[str], concurrency: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    for slot in range(concurrency):
-        children[slot] = subprocess.Popen(args)
-    log.info("rq workers %s on queues %s", [p.pid for p in children.values()], queues)
+    for slot in range(slots):
+        children[slot] = start()
+    log.info("%s workers %s on queues %s", engine, [p.pid for p in children.values()], queues)
     while not stopping:
         for slot, proc in list(children.items()):
             if proc.poll() is not None and not stopping:
-                log.warning("rq worker %s exited with %s; restarting", proc.pid, proc.returncode)
-                children[slot] = subprocess.Popen(args)
+                log.warning(
+                    "%s worker %s exited with %s; restarting", engine, proc.pid, proc.returncode
+                )
+                children[slot] = start()
         time.sleep(0.5)
     for proc in children.values():
         stop_child(proc, timeout=120)

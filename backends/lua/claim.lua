@@ -4,12 +4,17 @@
 -- {'missing'} / {'finished', state} / {'stale', dispatch} / {'duplicate'}.
 local id, dispatch, now = ARGV[2], ARGV[3], tonumber(ARGV[5])
 local key = jkey(id)
-local r = redis.call('HMGET', key, 'state', 'dispatch', 'lease_until', 'attempts', 'max_attempts')
+local r = redis.call('HMGET', key, 'state', 'dispatch', 'lease_until', 'attempts', 'max_attempts', 'token')
 local state = r[1]
 if not state then return {'missing'} end
 if state == 'succeeded' or state == 'failed' or state == 'canceled' then return {'finished', state} end
 if r[2] ~= dispatch then return {'stale', r[2] or ''} end
 local attempts, max = tonumber(r[4] or '0'), tonumber(r[5] or '1')
+if state == 'running' and r[6] == ARGV[7] then
+  -- This claim again (its first reply was lost to a dropped connection): same answer.
+  local out = redis.call('HMGET', key, 'task', 'payload', 'delays', 'workflow_id')
+  return {'ok', out[1], out[2], attempts, max, out[3] or '', out[4] or ''}
+end
 if state == 'running' then
   -- Same dispatch delivered again: a ghost copy while the first still runs, or a
   -- redelivery after its worker died (lease lapsed).
