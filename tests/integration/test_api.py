@@ -16,28 +16,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RUN_PREFIX, delete_prefix
+from tests.conftest import CONTRACT_JOB_FIELDS, RUN_PREFIX, delete_prefix
 from tests.integration import app
 from tests.integration.conftest import APP, ROOT, Stack, cli, poll, worker_env
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-" + uuid.uuid4().hex
-FIELDS = {
-    "id",
-    "task",
-    "profile",
-    "backend",
-    "queue",
-    "state",
-    "attempts",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "result",
-    "error",
-    "workflow_id",
-}
+FIELDS = CONTRACT_JOB_FIELDS
 
 
 def free_port() -> int:

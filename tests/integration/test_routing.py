@@ -9,25 +9,12 @@ from decimal import Decimal
 import pytest
 
 from router import JobFailed, JobNotFound, PayloadError, get_job, task
+from tests.conftest import CONTRACT_JOB_FIELDS
 from tests.integration import app
 
 pytestmark = pytest.mark.integration
 
-FIELDS = {
-    "id",
-    "task",
-    "profile",
-    "backend",
-    "queue",
-    "state",
-    "attempts",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "result",
-    "error",
-    "workflow_id",
-}
+FIELDS = CONTRACT_JOB_FIELDS
 
 
 @task(profile="quick", name="t.only_in_this_process")
