@@ -22,24 +22,22 @@ for _name in [n for n in os.environ if n.startswith("TASKROUTER_")]:
     del os.environ[_name]  # tests set their own
 
 
-# The job JSON of the contract: every field, and only these.
-CONTRACT_JOB_FIELDS = frozenset(
-    {
-        "id",
-        "task",
-        "profile",
-        "backend",
-        "queue",
-        "state",
-        "attempts",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "result",
-        "error",
-        "workflow_id",
-    }
-)
+# The job JSON of the contract: every field, only these, in this order.
+CONTRACT_JOB_FIELDS = [
+    "id",
+    "task",
+    "profile",
+    "backend",
+    "queue",
+    "state",
+    "attempts",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "result",
+    "error",
+    "workflow_id",
+]
 
 
 def redis_available() -> bool:

@@ -23,7 +23,7 @@ from tests.integration.conftest import APP, ROOT, Stack, cli, poll, worker_env
 pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-" + uuid.uuid4().hex
-FIELDS = CONTRACT_JOB_FIELDS
+FIELDS = set(CONTRACT_JOB_FIELDS)
 
 
 def free_port() -> int:

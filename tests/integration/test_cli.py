@@ -20,26 +20,12 @@ from router import codec
 from router.derive import derive
 from router.job import Job
 from router.policy_file import load_policy
+from tests.conftest import CONTRACT_JOB_FIELDS
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO_POLICY = ROOT / "policies.yaml"
-CONTRACT_FIELDS = [
-    "id",
-    "task",
-    "profile",
-    "backend",
-    "queue",
-    "state",
-    "attempts",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "result",
-    "error",
-    "workflow_id",
-]
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -256,7 +242,7 @@ def test_status_json_prints_the_contract_job_json(
     done = run_cli("status", job_id, "--json", env=store_env)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert list(out) == CONTRACT_FIELDS
+    assert list(out) == CONTRACT_JOB_FIELDS
     assert out == expected
     assert out["id"] == job_id
     assert (out["task"], out["profile"], out["backend"], out["queue"]) == (
@@ -297,7 +283,7 @@ def test_status_without_json_prints_one_field_per_line(
     for line in done.stdout.splitlines():
         key, _, value = line.partition(" ")
         fields[key] = value.strip()
-    assert list(fields) == CONTRACT_FIELDS
+    assert list(fields) == CONTRACT_JOB_FIELDS
     assert fields["id"] == job_id
     assert fields["state"] == "succeeded"
     assert fields["backend"] == "rq"

@@ -14,7 +14,7 @@ from tests.integration import app
 
 pytestmark = pytest.mark.integration
 
-FIELDS = CONTRACT_JOB_FIELDS
+FIELDS = set(CONTRACT_JOB_FIELDS)
 
 
 @task(profile="quick", name="t.only_in_this_process")

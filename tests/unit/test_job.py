@@ -15,22 +15,8 @@ from router import codec
 from router.errors import JobFailed, JobNotFound, JobTimeout, TaskrouterError
 from router.job import Job, iso
 from router.states import FINISHED, STATES
+from tests.conftest import CONTRACT_JOB_FIELDS
 
-CONTRACT_FIELDS = [
-    "id",
-    "task",
-    "profile",
-    "backend",
-    "queue",
-    "state",
-    "attempts",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "result",
-    "error",
-    "workflow_id",
-]
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 T0 = 1_795_496_400_123  # 2026-11-24T05:00:00.123Z, the contract's example (calendar.timegm)
@@ -145,7 +131,7 @@ def test_to_dict_is_the_contract_job_json() -> None:
         ),
     )
     out = Job.from_record(rec).to_dict()
-    assert list(out) == CONTRACT_FIELDS
+    assert list(out) == CONTRACT_JOB_FIELDS
     assert out["id"] == rec["id"]
     assert out["state"] == "succeeded" and out["attempts"] == 1
     assert out["created_at"] == "2026-11-24T05:00:00.123Z"
