@@ -103,13 +103,10 @@ class LeaseKeeper:
 _keeper = LeaseKeeper()
 
 
-def error_json(exc: BaseException, timeout: float | None = None) -> str:
+def error_json(exc: BaseException) -> str:
     name = type(exc).__name__
     if name in _TIMEOUTS:
-        limit = f" of {timeout:g} s" if timeout else ""
-        return json.dumps(
-            {"type": "Timeout", "message": f"the job exceeded its timeout{limit} ({name})"}
-        )
+        return json.dumps({"type": "Timeout", "message": f"the job exceeded its timeout ({name})"})
     return json.dumps({"type": name, "message": str(exc)[:4000]})
 
 

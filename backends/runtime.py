@@ -18,7 +18,7 @@ from router.errors import BackendUnavailable, JobNotFound, JobStateConflict, Tas
 from router.job import Job
 from router.policy_file import load_policy
 from router.registry import CallOptions, Task
-from router.settings import UNFINISHED_TTL, Settings
+from router.settings import DISPATCH_GRACE, UNFINISHED_TTL, Settings
 
 from .store import JobStore, now_ms, redis_errors
 
@@ -176,7 +176,7 @@ class Runtime:
             raise JobNotFound(job_id)
         return record
 
-    def pump(self, limit: int = 200, grace_ms: int = 30_000) -> int:
+    def pump(self, limit: int = 200, grace_ms: int = int(DISPATCH_GRACE * 1000)) -> int:
         """Send due retries and delayed jobs to their engines; returns how many."""
         sent = 0
         for job_id, backend, queue, dispatch, profile in self.store.take_due(limit, grace_ms):

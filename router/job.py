@@ -55,7 +55,7 @@ def iso(ms: str | float | None) -> str | None:
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _num(value: str | None) -> float | None:
+def number_or_none(value: str | None) -> float | None:
     return None if value in (None, "") else float(value)  # type: ignore[arg-type]
 
 
@@ -93,10 +93,10 @@ class Job:
             state=record.get("state", ""),
             attempts=int(record.get("attempts") or 0),
             max_attempts=int(record.get("max_attempts") or 1),
-            created_at=_num(record.get("created_at")),
-            queued_at=_num(record.get("queued_at")),
-            started_at=_num(record.get("started_at")),
-            finished_at=_num(record.get("finished_at")),
+            created_at=number_or_none(record.get("created_at")),
+            queued_at=number_or_none(record.get("queued_at")),
+            started_at=number_or_none(record.get("started_at")),
+            finished_at=number_or_none(record.get("finished_at")),
             workflow_id=record.get("workflow_id") or None,
             idempotency_key=record.get("idempotency_key") or None,
             _result=record.get("result") or None,

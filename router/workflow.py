@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol, TypeAlias, cast
 
 from . import codec
 from .errors import JobFailed, JobNotFound
-from .job import Job, JobSource, iso, wait_until_finished
+from .job import Job, JobSource, iso, number_or_none, wait_until_finished
 from .states import CANCELED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED
 
 Kind = Literal["chain", "group", "chord"]
@@ -364,10 +364,6 @@ class WorkflowSource(Protocol):
     def cancel_workflow(self, workflow_id: str) -> None: ...
 
 
-def _num(value: str | None) -> float | None:
-    return None if value in (None, "") else float(value)  # type: ignore[arg-type]
-
-
 @dataclass(slots=True)
 class Workflow:
     """A chain, group or chord that was enqueued; one job per task call in ``jobs``."""
@@ -398,8 +394,8 @@ class Workflow:
             mode=record.get("mode", ""),
             state=aggregate_state(record.get("state", QUEUED), [j.state for j in jobs]),
             jobs=jobs,
-            created_at=_num(record.get("created_at")),
-            finished_at=_num(record.get("finished_at")),
+            created_at=number_or_none(record.get("created_at")),
+            finished_at=number_or_none(record.get("finished_at")),
             _result=record.get("result") or None,
             _error=json.loads(error) if error else None,
             _source=source,

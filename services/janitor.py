@@ -58,17 +58,18 @@ class Janitor:
             log.warning("job %s: queued past the visibility window; dispatched again", job_id)
         return len(reaped)
 
+    def housekeeping(self) -> dict[str, int]:
+        """The duties that run every janitor interval: reap dead workers' jobs, drop
+        expired index entries, catch up workflow members nobody counted."""
+        return {
+            "reaped": self.reap(),
+            "swept": self.runtime.store.sweep(),
+            "workflows": workflows.sweep(self.runtime),
+        }
+
     def run_once(self) -> dict[str, int]:
         """One pass of every duty; returns what it did."""
-        reaped = self.reap()
-        swept = self.runtime.store.sweep()
-        caught_up = workflows.sweep(self.runtime)
-        return {
-            "reaped": reaped,
-            "swept": swept,
-            "workflows": caught_up,
-            "sent": self.runtime.pump(),
-        }
+        return {**self.housekeeping(), "sent": self.runtime.pump()}
 
     def _parent_gone(self) -> bool:
         return self.parent is not None and os.getppid() != self.parent
@@ -78,9 +79,7 @@ class Janitor:
             self.workers.beat(self.engine, self.name)
         settled = time.monotonic() - self._up_since >= self.runtime.settings.lease_ttl
         if settled and time.monotonic() >= self._next_reap:
-            self.reap()
-            self.runtime.store.sweep()
-            workflows.sweep(self.runtime)
+            self.housekeeping()
             self._next_reap = time.monotonic() + self.runtime.settings.janitor_interval
         self.runtime.pump()
 
