@@ -4,16 +4,22 @@
 -- {'missing'} / {'finished', state} / {'stale', dispatch} / {'duplicate'}.
 local id, dispatch, now = ARGV[2], ARGV[3], tonumber(ARGV[5])
 local key = jkey(id)
-local r = redis.call('HMGET', key, 'state', 'dispatch', 'lease_until', 'attempts', 'max_attempts', 'token')
+-- Every field this script may need, in one read: a claim is on every job's start path.
+local r = redis.call('HMGET', key, 'state', 'dispatch', 'lease_until', 'attempts',
+  'max_attempts', 'token', 'profile', 'created_at', 'waiting', 'task', 'payload', 'delays',
+  'workflow_id')
 local state = r[1]
 if not state then return {'missing'} end
 if state == 'succeeded' or state == 'failed' or state == 'canceled' then return {'finished', state} end
 if r[2] ~= dispatch then return {'stale', r[2] or ''} end
 local attempts, max = tonumber(r[4] or '0'), tonumber(r[5] or '1')
+local profile, created = r[7], r[8]
+local function granted(n)
+  return {'ok', r[10], r[11], n, max, r[12] or '', r[13] or ''}
+end
 if state == 'running' and r[6] == ARGV[7] then
   -- This claim again (its first reply was lost to a dropped connection): same answer.
-  local out = redis.call('HMGET', key, 'task', 'payload', 'delays', 'workflow_id')
-  return {'ok', out[1], out[2], attempts, max, out[3] or '', out[4] or ''}
+  return granted(attempts)
 end
 if state == 'running' then
   -- Same dispatch delivered again: a ghost copy while the first still runs, or a
@@ -38,27 +44,27 @@ elseif state ~= 'queued' then
   return {'stale', r[2] or ''}
 end
 local lease = now + tonumber(ARGV[6])
-local profile = redis.call('HGET', key, 'profile')
-local slots = prefix .. ':slots:' .. profile
-redis.call('ZREM', slots, id)  -- a redelivery after a death re-acquires below
-local room, wait = headroom(profile, now)
-if room ~= nil and room <= 0 then
-  -- Over a global limit: back to the router's schedule, holding no worker slot. The
-  -- engine message is spent; a new dispatch is sent when the job may start.
-  redis.call('HINCRBY', key, 'dispatch', 1)
-  redis.call('HSET', key, 'due_at', wait, 'waiting', 'limit')
-  redis.call('ZADD', prefix .. ':schedule', wait, id)
-  move_state(id, key, state, 'scheduled')
-  return {'limited', tostring(wait)}
+local cap, rcount, rper = limits(profile)
+if cap or rcount then
+  local slots = prefix .. ':slots:' .. profile
+  redis.call('ZREM', slots, id)  -- a redelivery after a death re-acquires below
+  local room, wait = headroom(profile, now, cap, rcount, rper)
+  if room ~= nil and room <= 0 then
+    -- Over a global limit: back to the router's schedule, holding no worker slot. The
+    -- engine message is spent; a new dispatch is sent when the job may start.
+    redis.call('HINCRBY', key, 'dispatch', 1)
+    redis.call('HSET', key, 'due_at', wait, 'waiting', 'limit')
+    redis.call('ZADD', prefix .. ':schedule', wait, id)
+    move_state(id, key, state, 'scheduled')
+    return {'limited', tostring(wait)}
+  end
+  if cap then redis.call('ZADD', slots, lease, id) end
+  if rcount then redis.call('ZADD', prefix .. ':rate:' .. profile, now, id .. ':' .. (attempts + 1)) end
 end
-local cap, rcount = limits(profile)
-if cap then redis.call('ZADD', slots, lease, id) end
-if rcount then redis.call('ZADD', prefix .. ':rate:' .. profile, now, id .. ':' .. (attempts + 1)) end
-redis.call('HDEL', key, 'waiting')
-redis.call('HSET', key, 'attempts', attempts + 1, 'started_at', now, 'worker', ARGV[4],
-  'lease_until', lease, 'token', ARGV[7])
+if r[9] then redis.call('HDEL', key, 'waiting') end
+redis.call('HSET', key, 'state', 'running', 'attempts', attempts + 1, 'started_at', now,
+  'worker', ARGV[4], 'lease_until', lease, 'token', ARGV[7])
 redis.call('ZADD', prefix .. ':running', lease, id)
 redis.call('ZREM', prefix .. ':dispatching', id)
-move_state(id, key, state, 'running')
-local out = redis.call('HMGET', key, 'task', 'payload', 'delays', 'workflow_id')
-return {'ok', out[1], out[2], attempts + 1, max, out[3] or '', out[4] or ''}
+move_index(id, key, state, 'running', created)
+return granted(attempts + 1)

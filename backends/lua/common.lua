@@ -4,10 +4,16 @@ local prefix = ARGV[1]
 local function jkey(id) return prefix .. ':job:' .. id end
 local function idx(field, value) return prefix .. ':idx:' .. field .. ':' .. value end
 
-local function move_state(id, key, old, new)
-  local score = redis.call('HGET', key, 'created_at')
+-- The state index entry of a job moves from old to new; score: its created_at (read
+-- from the record when not given). The caller writes the record's own state field.
+local function move_index(id, key, old, new, score)
+  score = score or redis.call('HGET', key, 'created_at')
   if old and old ~= '' then redis.call('ZREM', idx('state', old), id) end
   redis.call('ZADD', idx('state', new), score, id)
+end
+
+local function move_state(id, key, old, new)
+  move_index(id, key, old, new)
   redis.call('HSET', key, 'state', new)
 end
 
@@ -36,8 +42,9 @@ end
 
 -- How many more jobs of a profile may start now (nil: no limit), and when the next
 -- start is allowed if none may. Expired slots (their worker died) are given back here.
-local function headroom(profile, now)
-  local cap, rcount, rper = limits(profile)
+-- cap, rcount, rper: the profile's limits when the caller has read them already.
+local function headroom(profile, now, cap, rcount, rper)
+  if cap == nil and rcount == nil then cap, rcount, rper = limits(profile) end
   local room, wait = nil, nil
   if cap then
     local slots = prefix .. ':slots:' .. profile
