@@ -40,8 +40,11 @@ def _executor_pid(record: dict[str, str]) -> int:
 def test_process_killed_mid_task_is_retried_within_the_lease(stack, tmp_path, engine, fn, queue):
     counter = f"{stack.prefix}:t:count:{uuid.uuid4().hex}"
     with own_worker(stack, engine, [queue]):
-        job = fn.enqueue(str(tmp_path / "marker"), 30, counter)
-        record = poll(lambda: _running(stack, job.id), 30, "the job to start")
+        marker = tmp_path / "marker"
+        job = fn.enqueue(str(marker), 30, counter)
+        # The marker, not the claim, says the body began: a kill between the two would
+        # leave the retry without a marker, sleeping the whole 30 s.
+        record = poll(lambda: marker.exists() and _running(stack, job.id), 30, "the job to start")
         os.kill(_executor_pid(record), signal.SIGKILL)  # RQ's work-horse / Celery's pool child
         killed = time.time()
         assert job.wait(30) == "done"

@@ -193,10 +193,17 @@ def test_a_header_member_whose_worker_dies_is_retried_and_the_body_runs_once(per
     counter, runs = _key(perstep, "count"), _key(perstep, "runs")
     store = perstep.runtime.store
     with own_worker(perstep, "rq", ["fault-rq"]):
-        slow = app.slow_once_rq.s(str(tmp_path / "marker"), 30, counter)
+        marker = tmp_path / "marker"
+        slow = app.slow_once_rq.s(str(marker), 30, counter)
         run = chord([slow, app.wf_square_rq.s(3)], app.wf_collect.s(runs)).enqueue()
         member = run.jobs[0].id
-        record = poll(lambda: (r := store.read(member))["state"] == "running" and r, 30, "it")
+        # The marker says the body began (a kill just after the claim would leave the
+        # retry without one, sleeping the whole 30 s).
+        record = poll(
+            lambda: marker.exists() and (r := store.read(member))["state"] == "running" and r,
+            30,
+            "it",
+        )
         os.kill(int(record["worker"].rsplit("/", 1)[1]), signal.SIGKILL)  # the work-horse
         assert run.wait(30) == ["done", 9]
     assert run.jobs[0].attempts == 2 and run.jobs[0].history[0]["error"]["type"] == "WorkerLost"
