@@ -1,0 +1,138 @@
+"""Templates of Celery messages (backends/celery_wire.py), checked against the messages
+Celery itself builds (a real Celery app on kombu's in-memory transport)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from backends.base import native_id
+from backends.celery_backend import EXECUTE
+from backends.celery_wire import Parent, Template, learn
+
+QUEUE = "enrichment"
+
+
+@pytest.fixture(scope="module")
+def app() -> Celery:
+    app = Celery("wire-test", broker="memory://", set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"], task_default_queue="x")
+    return app
+
+
+def celery_message(app: Celery, job_id: str, dispatch: int, **extra: Any) -> dict[str, Any]:
+    """The message send_task builds for a dispatch, as kombu would store it in Redis."""
+    options: dict[str, Any] = {
+        "args": (job_id, dispatch),
+        "task_id": native_id(job_id, dispatch),
+        "queue": QUEUE,
+        "soft_time_limit": 600.0,
+        "time_limit": 660.0,
+        "ignore_result": True,
+        **extra,
+    }
+    with app.producer_or_acquire() as producer:
+        app.send_task(EXECUTE, producer=producer, **options)
+        message: dict[str, Any] = producer.channel._get(QUEUE)
+    return message
+
+
+def as_commands(message: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    return [("lpush", (QUEUE, json.dumps(message)))]
+
+
+def same_but_delivery_tag(filled: str, message: dict[str, Any]) -> None:
+    got = json.loads(filled)
+    assert got["properties"].pop("delivery_tag") != message["properties"]["delivery_tag"]
+    want = json.loads(json.dumps(message))
+    want["properties"].pop("delivery_tag")
+    body_got, body_want = (json.loads(base64.b64decode(m.pop("body"))) for m in (got, want))
+    assert body_got == body_want
+    assert got == want
+
+
+def learned(app: Celery, prefix: str = "") -> Template:
+    template = learn(as_commands(celery_message(app, "01a2", 1)), prefix, "01a2", 1)
+    assert template is not None
+    return template
+
+
+@pytest.mark.parametrize("dispatch", [1, 2, 17])
+def test_a_filled_message_is_the_one_celery_builds_for_that_dispatch(app, dispatch):
+    template = learned(app)
+    job_id = "01a2320b7691ffe7a1baab185944"
+    want = celery_message(app, job_id, dispatch)
+    filled = template.fill(job_id, dispatch, reply_to=want["properties"]["reply_to"])
+    same_but_delivery_tag(filled, want)
+    assert json.loads(filled)["headers"]["id"] == native_id(job_id, dispatch)
+
+
+def test_a_message_sent_from_inside_a_task_names_its_parent(app):
+    template = learned(app)
+    want = celery_message(app, "01b3", 1, root_id="root-1", parent_id="parent-2")
+    parent = Parent(root_id="root-1", parent_id="parent-2")
+    filled = template.fill("01b3", 1, reply_to=want["properties"]["reply_to"], parent=parent)
+    same_but_delivery_tag(filled, want)
+
+
+def test_learning_from_a_message_with_a_parent_gives_the_same_template(app):
+    message = celery_message(app, "01c4", 1, root_id="root-1", parent_id="parent-2")
+    template = learn(as_commands(message), "", "01c4", 1)
+    assert template is not None
+    want = celery_message(app, "01d5", 1)
+    same_but_delivery_tag(template.fill("01d5", 1, reply_to=want["properties"]["reply_to"]), want)
+
+
+def test_each_fill_gets_a_delivery_tag_of_its_own(app):
+    template = learned(app)
+    tags = {json.loads(template.fill("01e6", 1, reply_to="r"))["properties"]["delivery_tag"]}
+    tags.add(json.loads(template.fill("01e6", 1, reply_to="r"))["properties"]["delivery_tag"])
+    assert len(tags) == 2
+
+
+def test_the_key_carries_kombus_global_prefix(app):
+    assert learned(app, "tenant-celery:").key == f"tenant-celery:{QUEUE}"
+    assert learned(app).key == QUEUE
+
+
+def _edited(app: Celery, edit: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    message = celery_message(app, "01f7", 1)
+    edit(message)
+    return as_commands(message)
+
+
+@pytest.mark.parametrize(
+    "commands",
+    [
+        pytest.param(lambda app: [], id="no command"),
+        pytest.param(
+            lambda app: [*as_commands(celery_message(app, "01f7", 1)), ("pexpire", (QUEUE, 10))],
+            id="a queue with an expiry",
+        ),
+        pytest.param(lambda app: [("publish", (QUEUE, "{}"))], id="a fanout publish"),
+        pytest.param(lambda app: [("lpush", (QUEUE, "not json"))], id="not JSON"),
+        pytest.param(lambda app: [("lpush", (QUEUE, "{}"))], id="no headers"),
+        pytest.param(
+            lambda app: _edited(app, lambda m: m["properties"].update(body_encoding="utf-8")),
+            id="a body not in base64",
+        ),
+        pytest.param(
+            lambda app: _edited(app, lambda m: m["headers"].update(id="another")),
+            id="a task id that is not the job's",
+        ),
+        pytest.param(
+            lambda app: _edited(app, lambda m: m["headers"].update(argsrepr="(...)")),
+            id="an argsrepr it would not rebuild",
+        ),
+        pytest.param(
+            lambda app: as_commands(celery_message(app, "01f7", 1, kwargs={"a": 1})),
+            id="a body with kwargs",
+        ),
+    ],
+)
+def test_a_message_it_could_not_rebuild_teaches_nothing(app, commands):
+    assert learn(commands(app), "", "01f7", 1) is None
