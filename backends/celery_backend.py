@@ -173,9 +173,9 @@ class CeleryBackend:
         }
         sent = written = False
         if self._can_pipeline():
-            template = self._template(settings)
-            if template is not None:
-                sent, written = self._send_filled(job_id, dispatch, template, create, redispatch)
+            message = self.filled(job_id, dispatch, settings)
+            if message is not None:
+                sent, written = self._send_filled(job_id, message, create, redispatch)
             elif create is not None:
                 sent, written = self._send_with_record(job_id, dispatch, settings, create, options)
             if sent:
@@ -192,36 +192,43 @@ class CeleryBackend:
         if redispatch:
             self.store.dispatched(job_id)
 
-    def _template(self, settings: ProfileSettings) -> celery_wire.Template | None:
-        if _publish_hooked():
+    def filled(
+        self, job_id: str, dispatch: int, settings: ProfileSettings
+    ) -> tuple[str, str] | None:
+        """The queue key and the message of a dispatch, filled from the template learned
+        for its queue and limits (celery_wire.py), ready to LPUSH with the record write
+        on any client of the job store's Redis. None where Celery must build the message:
+        another broker, nothing learned yet, or a receiver on the publish signals."""
+        if not self._can_pipeline() or _publish_hooked():
             return None
-        return self._templates.get(_template_key(settings))
-
-    def _send_filled(
-        self,
-        job_id: str,
-        dispatch: int,
-        template: celery_wire.Template,
-        create: Sequence[object] | None,
-        redispatch: bool,
-    ) -> tuple[bool, bool]:
-        """Write the record (if ``create``) and push a message filled from ``template``
-        in ONE round trip, on the job store's own client: what send_task would have
-        sent (celery_wire.py), at a fraction of its cost. Returns (sent, maybe_written)
-        as _send_with_record does."""
+        template = self._templates.get(_template_key(settings))
+        if template is None:
+            return None
         parent = None
         current = self.app.current_worker_task
         if current:  # sent from inside a Celery task: Celery names it in the message
             request = current.request
             parent = celery_wire.Parent(root_id=request.root_id or request.id, parent_id=request.id)
         message = template.fill(job_id, dispatch, reply_to=self.app.thread_oid, parent=parent)
+        return template.key, message
+
+    def _send_filled(
+        self,
+        job_id: str,
+        message: tuple[str, str],
+        create: Sequence[object] | None,
+        redispatch: bool,
+    ) -> tuple[bool, bool]:
+        """Write the record (if ``create``) and push a filled message in ONE round trip,
+        on the job store's own client. Returns (sent, maybe_written) as
+        _send_with_record does."""
         if create is not None and not self._script_loaded:
             self.store.load_create()
             self._script_loaded = True
         pipe = self.store.client.pipeline(transaction=False)
         if create is not None:
             self.store.queue_create(pipe, create, cached=True)
-        pipe.lpush(template.key, message)
+        pipe.lpush(*message)
         if redispatch:
             pipe.zrem(self.store.keys.dispatching, job_id)
         return self._execute(pipe, job_id, create is not None)

@@ -26,10 +26,8 @@ from typing import Any
 
 from router.errors import TaskrouterError
 from router.job import Job, JobSource
-from router.keys import Keys
 from router.states import STATES
 
-from .connection import CLIENT_OPTIONS
 from .store import JobStore, redis_errors
 
 FILTER_FIELDS: tuple[str, ...] = ("state", "profile", "backend", "task")
@@ -240,33 +238,6 @@ def _records(store: JobStore, ids: list[str]) -> list[dict[str, str] | None]:
 
 
 # -- the API's hot path ---------------------------------------------------------------------
-
-
-class AsyncRecords:
-    """Reads job records on an asyncio event loop: the API's ``GET /jobs/{id}``.
-
-    The same single HGETALL as ``JobStore.read``, without the thread-pool hop a blocking
-    client needs inside an async server, which costs more than the read itself.
-    Build and close it on the loop that uses it (the API's lifespan).
-    """
-
-    def __init__(self, url: str, keys: Keys) -> None:
-        import redis.asyncio
-
-        self.keys = keys
-        # decode_responses=True: str replies, as JobStore's client.
-        self._client: Any = redis.asyncio.Redis.from_url(
-            url, decode_responses=True, **CLIENT_OPTIONS
-        )
-
-    async def read(self, job_id: str) -> dict[str, str] | None:
-        """The record, or None; one round trip."""
-        with redis_errors():
-            record: dict[str, str] = await self._client.hgetall(self.keys.job(job_id))
-        return record or None
-
-    async def close(self) -> None:
-        await self._client.aclose()
 
 
 # -- figures for /metrics -----------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from router import codec
@@ -48,6 +49,18 @@ def configure_rq_prefix(settings: Settings) -> None:
 
         if settings.rq_key_prefix != RQ_KEY_PREFIX:
             raise TaskrouterError("rq was imported before taskrouter could set RQ_KEY_PREFIX")
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A job whose record is built but not yet written (Runtime.plan)."""
+
+    ps: ProfileSettings
+    job_id: str
+    fields: dict[str, Any]
+    create: list[Any]  # JobStore.create_args
+    idem: str  # the idempotency key's Redis key, or ""
+    delayed: bool
 
 
 class Runtime:
@@ -94,6 +107,18 @@ class Runtime:
         *,
         workflow_id: str | None = None,
     ) -> Job:
+        return self.submit(self.plan(task, args, kwargs, options, workflow_id=workflow_id))
+
+    def plan(
+        self,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        options: CallOptions,
+        *,
+        workflow_id: str | None = None,
+    ) -> Planned:
+        """A job's record, ready to write: no I/O. Refuses bad arguments."""
         ps = self.profile_settings(task)
         payload = codec.encode_call(args, kwargs)  # refuses bad arguments before any write
         created = now_ms()
@@ -133,20 +158,47 @@ class Runtime:
             idempotency_key=idem,
             idempotency_ttl_ms=ps.keep_results * 1000,
         )
+        return Planned(ps, job_id, fields, create, idem, delayed)
+
+    def submit(self, planned: Planned, *, maybe_written: bool = False) -> Job:
+        """Write a planned job's record and send it to its engine.
+
+        ``maybe_written``: an earlier try (the API's, on its own connection) may have
+        written the record and sent the message before its connection broke. The record
+        is then written only if missing, and the message is sent again: a second copy
+        of a dispatch runs nothing (it is refused at claim).
+        """
+        ps, job_id, create = planned.ps, planned.job_id, planned.create
         backend = self.backends[ps.backend]
-        if idem or delayed:
+        if planned.idem or planned.delayed:
             holder = self.store.create(create)
             if holder != job_id:
                 return self.get_job(holder)
-            if not delayed:
+            if not planned.delayed:
                 try:
                     backend.send(job_id, 1, ps)
                 except BackendUnavailable:
-                    self.store.delete(job_id, idem)
+                    self.store.delete(job_id, planned.idem)
                     raise
+        elif maybe_written and self.store.read(job_id) is not None:
+            backend.send(job_id, 1, ps)
         else:
             backend.send(job_id, 1, ps, create=create)
-        return Job.from_record({k: str(v) for k, v in fields.items() if v is not None}, self)
+        return self.job_of(planned)
+
+    def job_of(self, planned: Planned) -> Job:
+        """The Job of a planned job as its record says once written."""
+        return Job.from_record(
+            {k: str(v) for k, v in planned.fields.items() if v is not None}, self
+        )
+
+    def celery_message(self, planned: Planned) -> tuple[str, str] | None:
+        """The queue key and message of a planned Celery job, where one round trip on any
+        client can write its record and send it (CeleryBackend.filled): no idempotency
+        key, no delay, a learned message. None for every other job."""
+        if planned.ps.backend != "celery" or planned.idem or planned.delayed:
+            return None
+        return self.celery.filled(planned.job_id, 1, planned.ps)
 
     # -- reads and control ------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from backends.queries import AsyncRecords
+from backends.aio import AsyncRecords
 from backends.runtime import Runtime
 from router.settings import Settings
 

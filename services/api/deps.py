@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import Request
 
-from backends.queries import AsyncRecords
+from backends.aio import AsyncRecords
 from backends.runtime import Runtime
 
 from .schemas import ErrorOut

@@ -1,10 +1,11 @@
 """``/jobs``: submit, read, list, cancel and retry jobs of either engine.
 
 Reads go to the job records only (one HGETALL for a job, the indexes for a listing),
-never to an engine. ``GET /jobs/{id}``, the hot path, reads with an asyncio client on
-the event loop; the other routes are plain functions, which FastAPI runs in its thread
-pool, since the runtime's Redis and broker clients block. Routes return the JSON
-themselves (see schemas.py).
+never to an engine. The hot paths run on the event loop with an asyncio client:
+``GET /jobs/{id}``, and ``POST /jobs`` of a Celery task whose message is learned (one
+round trip writes the record and sends it). The rest runs in FastAPI's thread pool,
+since the runtime's Redis and broker clients block. Routes return the JSON themselves
+(see schemas.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from backends.queries import DEFAULT_LIMIT, MAX_LIMIT, JobFilter, list_jobs
 from router.errors import JobNotFound
@@ -39,11 +41,19 @@ def _job(job: Job, status: int = 200) -> JSONResponse:
     responses=responses(404, 413, 422, 503),
     summary="Submit a job of a registered task",
 )
-def submit(body: SubmitJob, request: Request) -> JSONResponse:
+async def submit(body: SubmitJob, request: Request) -> JSONResponse:
     """Route the call by the task's profile; answers at once with the queued job."""
     task = lookup(body.task)
     options = CallOptions(idempotency_key=body.idempotency_key)
-    job = runtime_of(request).enqueue(task, tuple(body.args), body.kwargs, options)
+    runtime = runtime_of(request)
+    planned = runtime.plan(task, tuple(body.args), body.kwargs, options)
+    message = runtime.celery_message(planned)
+    pushed = "unsent"
+    if message is not None:  # the common Celery case: one round trip, on the loop
+        pushed = await records_of(request).create_and_push(runtime.store, planned.create, message)
+        if pushed == "sent":
+            return _job(runtime.job_of(planned), 202)
+    job = await run_in_threadpool(runtime.submit, planned, maybe_written=pushed == "unknown")
     return _job(job, 202)
 
 

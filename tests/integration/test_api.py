@@ -177,6 +177,15 @@ def test_submit_runs_on_the_routed_engine_and_reads_back(http: httpx.Client) -> 
     assert wait_state(http, long["id"], "succeeded")["result"] == [1, 2]
 
 
+def test_consecutive_celery_posts_each_run_once(http: httpx.Client) -> None:
+    # After a queue's first messages, POST /jobs writes the record and the message in one
+    # round trip on the event loop (backends/aio.py).
+    jobs = [submit(http, "t.echo", {"i": i}) for i in range(8)]
+    for i, job in enumerate(jobs):
+        done = wait_state(http, job["id"], "succeeded")
+        assert (done["result"], done["attempts"], done["backend"]) == ({"i": i}, 1, "celery")
+
+
 def test_read_is_the_record_the_runtime_sees(http: httpx.Client, stack: Stack) -> None:
     job = app.echo.enqueue("seen")
     job.wait(30)

@@ -106,10 +106,16 @@ class FakeRuntime:
             raise value
         return value
 
-    def enqueue(self, t: Any, args: tuple[Any, ...], kwargs: Any, options: CallOptions) -> Any:
+    def plan(self, t: Any, args: tuple[Any, ...], kwargs: Any, options: CallOptions) -> Any:
+        return ("enqueue", t.name, args, kwargs, options)
+
+    def celery_message(self, planned: Any) -> None:
+        return None  # no learned message: POST /jobs submits through the thread pool
+
+    def submit(self, planned: Any, *, maybe_written: bool = False) -> Any:
         from router.job import Job
 
-        return Job.from_record(self._outcome("enqueue", t.name, args, kwargs, options))
+        return Job.from_record(self._outcome(*planned))
 
     def cancel_job(self, job_id: str) -> dict[str, str]:
         return {**self._outcome("cancel", job_id), "state": "canceled"}  # type: ignore[dict-item]
