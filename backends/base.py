@@ -17,6 +17,12 @@ def native_id(job_id: str, dispatch: int | str) -> str:
     return job_id if str(dispatch) == "1" else f"{job_id}-{dispatch}"
 
 
+def parse_native_id(nid: str) -> tuple[str, int]:
+    """The (job id, dispatch) of an engine id made by ``native_id``."""
+    job_id, _, n = nid.partition("-")
+    return job_id, int(n) if n.isdigit() else 1
+
+
 class Backend(Protocol):
     """One engine, as the router uses it."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ from router.errors import BackendUnavailable
 from router.settings import Settings
 
 from . import celery_canvas, celery_wire, execute
-from .base import native_id
+from .base import native_id, parse_native_id
 from .store import JobStore, WorkerRegistry, redis_errors
 
 log = logging.getLogger("taskrouter.celery")
@@ -118,6 +119,25 @@ class _Collect:
 
     def add(self, name: str, *args: Any) -> None:
         self.commands.append((name, args))
+
+
+# kombu's Redis transport keeps each message a worker reserved in this hash (delivery tag
+# -> [message, exchange, routing key]), indexed by delivery time (epoch seconds).
+_UNACKED, _UNACKED_INDEX = kombu_redis.Channel.unacked_key, kombu_redis.Channel.unacked_index_key
+
+
+def _execute_task_id(entry: str | None) -> str | None:
+    """The task id of an unacked entry if it is a taskrouter.execute message."""
+    if entry is None:  # acked since the index was read
+        return None
+    try:
+        headers = json.loads(entry)[0]["headers"]
+    except (ValueError, TypeError, LookupError):
+        return None
+    if not isinstance(headers, dict) or headers.get("task") != EXECUTE:
+        return None
+    nid = headers.get("id")
+    return nid if isinstance(nid, str) else None
 
 
 _TemplateKey = tuple[str, float | None, float | None]
@@ -339,6 +359,25 @@ class CeleryBackend:
                 with redis_errors():
                     raise result
         return True, True
+
+    def held(self, before: float) -> list[tuple[str, int]]:
+        """(job id, dispatch) of every taskrouter.execute message that Celery workers
+        hold reserved, delivered at or before ``before`` (epoch seconds): the entries of
+        kombu's unacked hash, on a Redis broker that is the job store's. Empty for any
+        other broker (RabbitMQ gives a dead consumer's messages back by itself)."""
+        if self.app.conf.broker_url != celery_url(self.store.url):
+            return []
+        prefix = self.app.conf.broker_transport_options.get("global_keyprefix", "")
+        client = self.store.client
+        held: list[tuple[str, int]] = []
+        with redis_errors("celery broker"):
+            tags = client.zrangebyscore(prefix + _UNACKED_INDEX, "-inf", before)
+            for i in range(0, len(tags), 500):
+                for entry in client.hmget(prefix + _UNACKED, tags[i : i + 500]):
+                    nid = _execute_task_id(entry)
+                    if nid:
+                        held.append(parse_native_id(nid))
+        return held
 
     def stop(self, job_id: str, dispatch: int, *, running: bool) -> None:
         # The record already says canceled, so any delivery is refused at claim time;

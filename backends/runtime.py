@@ -248,6 +248,13 @@ class Runtime:
             sent += 1
         return sent
 
+    def requeue_held(self, before: float) -> list[str]:
+        """Give each queued Celery job whose message a worker holds reserved (delivered at
+        or before ``before``, epoch seconds) a new dispatch, which the pump sends: run
+        when a Celery worker died, whose reserved messages kombu would restore only after
+        the visibility window. Returns the job ids."""
+        return self.store.requeue_held(self.celery.held(before))
+
     def publish_limits(self) -> None:
         """Make this policy's global limits the ones every worker enforces."""
         self.store.publish_limits(

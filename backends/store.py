@@ -34,6 +34,7 @@ _SCRIPT_NAMES = (
     "reap",
     "sweep",
     "requeue_stale",
+    "requeue_held",
 )
 
 
@@ -259,6 +260,13 @@ class JobStore:
         """Give Celery jobs queued longer than ``older_than_s`` a new dispatch (see
         requeue_stale.lua); the janitor's pump sends them."""
         return list(self._run("requeue_stale", now_ms(), int(older_than_s * 1000), limit))
+
+    def requeue_held(self, held: Sequence[tuple[str, int]]) -> list[str]:
+        """Give each still-queued Celery job of ``held`` (job id, dispatch: messages a
+        worker reserved) a new dispatch now (see requeue_held.lua); the pump sends them."""
+        if not held:
+            return []
+        return list(self._run("requeue_held", now_ms(), *[x for pair in held for x in pair]))
 
     def sweep(self, limit: int = 500) -> int:
         """Drop index entries of records that have expired; returns how many jobs."""

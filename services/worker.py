@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from backends.celery_backend import is_redis_url
@@ -115,7 +115,9 @@ def run_worker(
     janitor = start_janitor(engine, name)
     try:
         if engine == "celery":  # one Celery worker with its own prefork pool
-            return _supervise(app_module, engine, chosen, 1, concurrency or 2)
+            return _supervise(
+                app_module, engine, chosen, 1, concurrency or 2, after_death=runtime.requeue_held
+            )
         return _supervise(app_module, engine, chosen, concurrency or 1, 1)  # forking workers
     finally:
         stop_child(janitor)
@@ -151,12 +153,22 @@ def _run_rq_single(runtime: Runtime, queues: list[str], name: str) -> int:
 
 
 def _supervise(
-    app_module: str, engine: str, queues: list[str], slots: int, concurrency: int
+    app_module: str,
+    engine: str,
+    queues: list[str],
+    slots: int,
+    concurrency: int,
+    *,
+    after_death: Callable[[float], list[str]] | None = None,
 ) -> int:
     """Run ``slots`` workers of ``engine`` as child processes; restart any that exits
     (an RQ worker exits on a Redis TimeoutError, kombu can crash a Celery worker while a
     Redis restart interrupts it); on SIGTERM/SIGINT stop them all (warm: running jobs
-    finish). The children get SIGTERM if this process dies."""
+    finish). The children get SIGTERM if this process dies.
+
+    ``after_death(t)`` runs once a child has died at time ``t`` (Runtime.requeue_held:
+    the jobs whose messages a dead Celery worker reserved are sent again), retried every
+    pass until Redis takes it."""
     stopping = False
     children: dict[int, subprocess.Popen[bytes]] = {}
     args = _cli(
@@ -188,6 +200,7 @@ def _supervise(
     for slot in range(slots):
         children[slot] = start()
     log.info("%s workers %s on queues %s", engine, [p.pid for p in children.values()], queues)
+    died: float | None = None  # when a child last died, until after_death has run
     while not stopping:
         for slot, proc in list(children.items()):
             if proc.poll() is not None and not stopping:
@@ -195,6 +208,19 @@ def _supervise(
                     "%s worker %s exited with %s; restarting", engine, proc.pid, proc.returncode
                 )
                 children[slot] = start()
+                died = time.time()
+        if died is not None and after_death is not None:
+            try:
+                sent = after_death(died)
+            except TaskrouterError as exc:  # Redis unreachable: try again next pass
+                log.warning("jobs the dead worker held: not sent again yet (%s)", exc)
+            except Exception:  # never let it take the supervisor (and its workers) down
+                log.exception("jobs the dead worker held: left to the janitor (visibility window)")
+                died = None
+            else:
+                died = None
+                if sent:
+                    log.warning("sent again %d jobs the dead worker held: %s", len(sent), sent)
         time.sleep(0.5)
     for proc in children.values():
         stop_child(proc, timeout=120)

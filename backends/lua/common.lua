@@ -77,3 +77,21 @@ local function push_history(key, entry)
   table.insert(list, cjson.decode(entry))
   redis.call('HSET', key, 'history', cjson.encode(list))
 end
+
+-- A queued Celery job (outside a native canvas, not already being sent, queued at least
+-- older_ms ago, and still at dispatch `dispatch` when one is given) gets a new dispatch,
+-- which the pump sends. Its old message, wherever it is, is then refused at claim as
+-- stale: nothing runs twice. Returns whether it did.
+local function redispatch_queued(id, now, older_ms, dispatch)
+  local key = jkey(id)
+  local f = redis.call('HMGET', key, 'state', 'backend', 'queued_at', 'workflow_id', 'dispatch')
+  if f[1] ~= 'queued' or f[2] ~= 'celery' or tonumber(f[3] or '0') > now - older_ms
+     or (f[4] and f[4] ~= '') or (dispatch and f[5] ~= dispatch)
+     or redis.call('ZSCORE', prefix .. ':dispatching', id) then
+    return false
+  end
+  redis.call('HINCRBY', key, 'dispatch', 1)
+  redis.call('HSET', key, 'queued_at', now)
+  redis.call('ZADD', prefix .. ':dispatching', now, id)
+  return true
+end

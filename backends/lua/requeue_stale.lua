@@ -8,14 +8,6 @@ local now, older, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]
 local out = {}
 local ids = redis.call('ZRANGE', idx('state', 'queued'), '-inf', now - older, 'BYSCORE', 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
-  local key = jkey(id)
-  local f = redis.call('HMGET', key, 'state', 'backend', 'queued_at', 'workflow_id')
-  if f[1] == 'queued' and f[2] == 'celery' and tonumber(f[3] or '0') <= now - older
-     and (f[4] == false or f[4] == '') and redis.call('ZSCORE', prefix .. ':dispatching', id) == false then
-    redis.call('HINCRBY', key, 'dispatch', 1)
-    redis.call('HSET', key, 'queued_at', now)
-    redis.call('ZADD', prefix .. ':dispatching', now, id)
-    table.insert(out, id)
-  end
+  if redispatch_queued(id, now, older) then table.insert(out, id) end
 end
 return out

@@ -82,6 +82,13 @@ def slow_once_celery(marker: str, seconds: float, counter: str) -> str:
     return "done"
 
 
+@task(profile="fault_quick", name="t.hold")
+def hold(seconds: float, value: Any) -> Any:
+    """A short profile's task (its worker reserves messages ahead: prefetch)."""
+    time.sleep(seconds)
+    return value
+
+
 @task(profile="fault_rq", name="t.slow_once_rq")
 def slow_once_rq(marker: str, seconds: float, counter: str) -> str:
     _redis().incr(counter)

@@ -67,6 +67,30 @@ def test_orphaned_rq_work_horse_keeps_its_job_and_runs_once(stack, tmp_path):
     assert job.attempts == 1 and _count(stack, counter) == 1
 
 
+def test_jobs_a_killed_celery_worker_reserved_are_sent_again_at_once(stack):
+    # fault-quick's profile is short, so its worker reserves messages ahead (prefetch 4),
+    # which kombu gives back only after the visibility window.
+    assert stack.runtime.derived.visibility_timeout >= 300
+    with own_worker(stack, "celery", ["fault-quick"], concurrency=1) as supervisor:
+        blocker = app.hold.enqueue(8, "blocker")
+        record = poll(lambda: _running(stack, blocker.id), 30, "the blocker to start")
+        waiting = [app.hold.enqueue(0, i) for i in range(3)]
+
+        def reserved() -> bool:
+            held = {job_id for job_id, _ in stack.runtime.celery.held(time.time())}
+            return {job.id for job in waiting} <= held
+
+        poll(reserved, 30, "the worker to reserve the waiting jobs")
+        assert all(job.refresh().state == "queued" for job in waiting)
+        celery_main = int(record["worker"].split(":")[-1].split("/")[0])
+        assert celery_main != supervisor.pid
+        os.kill(celery_main, signal.SIGKILL)  # the supervisor restarts it
+        assert [job.wait(30) for job in waiting] == [0, 1, 2]
+    for job in waiting:
+        record = stack.runtime.store.read(job.id)
+        assert (record["attempts"], record["dispatch"]) == ("1", "2")
+
+
 def test_slow_job_outliving_many_leases_is_never_touched(stack, tmp_path):
     counter = f"{stack.prefix}:t:count:{uuid.uuid4().hex}"
     with own_worker(stack, "rq", ["fault-rq"]):

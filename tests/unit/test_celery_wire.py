@@ -1,5 +1,6 @@
-"""Templates of Celery messages (backends/celery_wire.py), checked against the messages
-Celery itself builds (a real Celery app on kombu's in-memory transport)."""
+"""Templates of Celery messages (backends/celery_wire.py), and the reading of kombu's
+unacked entries, checked against the messages Celery itself builds (a real Celery app on
+kombu's in-memory transport)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from backends.base import native_id
-from backends.celery_backend import EXECUTE
+from backends.base import native_id, parse_native_id
+from backends.celery_backend import EXECUTE, _execute_task_id
 from backends.celery_wire import Parent, Template, learn
 
 QUEUE = "enrichment"
@@ -136,3 +137,28 @@ def _edited(app: Celery, edit: Any) -> list[tuple[str, tuple[Any, ...]]]:
 )
 def test_a_message_it_could_not_rebuild_teaches_nothing(app, commands):
     assert learn(commands(app), "", "01f7", 1) is None
+
+
+# -- what a worker holds: kombu's unacked entries (CeleryBackend.held) ------------------
+
+
+@pytest.mark.parametrize("dispatch", [1, 3])
+def test_an_unacked_entry_names_the_job_and_dispatch_it_carries(app, dispatch):
+    entry = json.dumps([celery_message(app, "01a2320b7691", dispatch), "", QUEUE])
+    nid = _execute_task_id(entry)
+    assert nid is not None and parse_native_id(nid) == ("01a2320b7691", dispatch)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        None,  # acked since the index was read
+        "not json",
+        "[]",
+        json.dumps([{"headers": "x"}, "", QUEUE]),
+        json.dumps([{"headers": {"task": "other.task", "id": "01a2"}}, "", QUEUE]),
+        json.dumps([{"headers": {"task": EXECUTE, "id": 5}}, "", QUEUE]),
+    ],
+)
+def test_an_entry_that_is_not_a_dispatch_names_nothing(entry):
+    assert _execute_task_id(entry) is None
