@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import redis
-from redis.exceptions import NoScriptError
 
 from router.keys import Keys
 
@@ -57,13 +56,7 @@ class AsyncRecords:
             results = await pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError):
             return "unknown"
-        if isinstance(results[0], NoScriptError):
-            return "unsent"
-        for result in results:
-            if isinstance(result, Exception):
-                with redis_errors():
-                    raise result
-        return "sent"
+        return "sent" if store.created(results) else "unsent"
 
     async def close(self) -> None:
         await self._client.aclose()

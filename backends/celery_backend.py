@@ -15,7 +15,6 @@ import redis
 from celery import Celery, signals
 from kombu.exceptions import OperationalError
 from kombu.transport import redis as kombu_redis
-from redis.exceptions import NoScriptError
 
 from router.derive import Derived, ProfileSettings
 from router.errors import BackendUnavailable
@@ -147,6 +146,21 @@ def _template_key(settings: ProfileSettings) -> _TemplateKey:
     return settings.queue, settings.soft_time_limit, settings.time_limit
 
 
+def _options(job_id: str, dispatch: int, settings: ProfileSettings) -> dict[str, Any]:
+    """send_task's options for a dispatch."""
+    return {
+        "args": (job_id, dispatch),
+        "task_id": native_id(job_id, dispatch),
+        "queue": settings.queue,
+        "soft_time_limit": settings.soft_time_limit,
+        "time_limit": settings.time_limit,
+        # Nothing reads Celery's results (the record has them; the task ignores them).
+        # Without this, send_task SUBSCRIBEs to the task's result channel and the
+        # dropped AsyncResult UNSUBSCRIBEs: two more round trips per enqueue.
+        "ignore_result": True,
+    }
+
+
 def _publish_hooked() -> bool:
     """Whether something connected to Celery's publish signals (tracing integrations add
     headers there, or watch every message): then Celery builds every message itself."""
@@ -180,31 +194,19 @@ class CeleryBackend:
         create: Sequence[object] | None = None,
         redispatch: bool = False,
     ) -> None:
-        options: dict[str, Any] = {
-            "args": (job_id, dispatch),
-            "task_id": native_id(job_id, dispatch),
-            "queue": settings.queue,
-            "soft_time_limit": settings.soft_time_limit,
-            "time_limit": settings.time_limit,
-            # Nothing reads Celery's results (the record has them; the task ignores them).
-            # Without this, send_task SUBSCRIBEs to the task's result channel and the
-            # dropped AsyncResult UNSUBSCRIBEs: two more round trips per enqueue.
-            "ignore_result": True,
-        }
         sent = written = False
-        if self._can_pipeline():
-            message = self.filled(job_id, dispatch, settings)
-            if message is not None:
-                sent, written = self._send_filled(job_id, message, create, redispatch)
-            elif create is not None:
-                sent, written = self._send_with_record(job_id, dispatch, settings, create, options)
-            if sent:
-                return
+        message = self.filled(job_id, dispatch, settings)
+        if message is not None:
+            sent, written = self._send_filled(job_id, message, create, redispatch)
+        elif create is not None and self._can_pipeline():
+            sent, written = self._send_with_record(job_id, dispatch, settings, create)
+        if sent:
+            return
         if create is not None and not written:
             self.store.create(create)
         try:
             with broker_errors():
-                self.app.send_task(EXECUTE, **options)
+                self.app.send_task(EXECUTE, **_options(job_id, dispatch, settings))
         except BackendUnavailable:
             if create is not None:
                 self.store.delete(job_id, str(create[3]))
@@ -242,16 +244,29 @@ class CeleryBackend:
         """Write the record (if ``create``) and push a filled message in ONE round trip,
         on the job store's own client. Returns (sent, maybe_written) as
         _send_with_record does."""
-        if create is not None and not self._script_loaded:
-            self.store.load_create()
-            self._script_loaded = True
         pipe = self.store.client.pipeline(transaction=False)
         if create is not None:
+            self._load_create()
             self.store.queue_create(pipe, create, cached=True)
         pipe.lpush(*message)
         if redispatch:
             pipe.zrem(self.store.keys.dispatching, job_id)
         return self._execute(pipe, job_id, create is not None)
+
+    def _load_create(self) -> None:
+        """Put the create script in the server's cache once (the pipelines send its SHA)."""
+        if not self._script_loaded:
+            self.store.load_create()
+            self._script_loaded = True
+
+    @property
+    def _broker_is_store(self) -> bool:
+        return bool(self.app.conf.broker_url == celery_url(self.store.url))
+
+    @property
+    def _kombu_prefix(self) -> str:
+        """kombu's global key prefix on the broker ('' for none)."""
+        return str(self.app.conf.broker_transport_options.get("global_keyprefix", ""))
 
     def _can_pipeline(self) -> bool:
         """Whether the record write can share the message's round trip: the broker is
@@ -260,7 +275,7 @@ class CeleryBackend:
         if self._pipelined is None:
             conf = self.app.conf
             self._pipelined = (
-                conf.broker_url == celery_url(self.store.url)
+                self._broker_is_store
                 and conf.broker_write_url in (None, conf.broker_url)
                 and kombu.VERSION[:2] == (5, 7)
             )
@@ -272,7 +287,6 @@ class CeleryBackend:
         dispatch: int,
         settings: ProfileSettings,
         create: Sequence[object],
-        options: dict[str, Any],
     ) -> tuple[bool, bool]:
         """Write the record and send the message in ONE round trip.
 
@@ -295,9 +309,8 @@ class CeleryBackend:
         The message kombu handed over becomes the template of every later message to
         the same queue with the same limits (celery_wire.py), when it can be rebuilt.
         """
-        if not self._script_loaded:
-            self.store.load_create()
-            self._script_loaded = True
+        self._load_create()
+        options = _options(job_id, dispatch, settings)
         with self.app.producer_or_acquire() as producer:
             if not producer.connection.connected:
                 return False, False
@@ -332,8 +345,7 @@ class CeleryBackend:
             outcome = self._execute(pipe, job_id, True)
         key = _template_key(settings)
         if outcome[0] and key not in self._templates and not _publish_hooked():
-            prefix = self.app.conf.broker_transport_options.get("global_keyprefix", "")
-            template = celery_wire.learn(collect.commands, prefix, job_id, dispatch)
+            template = celery_wire.learn(collect.commands, self._kombu_prefix, job_id, dispatch)
             if template is None:
                 log.warning("queue %s: Celery's message cannot be rebuilt here", settings.queue)
             self._templates[key] = template
@@ -345,19 +357,13 @@ class CeleryBackend:
         try:
             results = pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError):
-            if not with_record:
-                return False, False
-            with redis_errors():
-                exists = bool(self.store.client.exists(self.store.keys.job(job_id)))
-            return False, exists
-        if with_record and isinstance(results[0], NoScriptError):
+            return False, with_record and self.store.exists(job_id)
+        if not with_record:
+            self.store.raise_failed(results)
+        elif not self.store.created(results):
             self._script_loaded = False
             log.warning("job %s: Redis lost its script cache; writing and sending again", job_id)
             return False, False
-        for result in results:
-            if isinstance(result, Exception):
-                with redis_errors():
-                    raise result
         return True, True
 
     def held(self, before: float) -> list[tuple[str, int]]:
@@ -365,10 +371,9 @@ class CeleryBackend:
         hold reserved, delivered at or before ``before`` (epoch seconds): the entries of
         kombu's unacked hash, on a Redis broker that is the job store's. Empty for any
         other broker (RabbitMQ gives a dead consumer's messages back by itself)."""
-        if self.app.conf.broker_url != celery_url(self.store.url):
+        if not self._broker_is_store:
             return []
-        prefix = self.app.conf.broker_transport_options.get("global_keyprefix", "")
-        client = self.store.client
+        prefix, client = self._kombu_prefix, self.store.client
         held: list[tuple[str, int]] = []
         with redis_errors("celery broker"):
             tags = client.zrangebyscore(prefix + _UNACKED_INDEX, "-inf", before)
@@ -393,10 +398,10 @@ class CeleryBackend:
             conn.ensure_connection(max_retries=1, timeout=2)
 
     def queue_depths(self) -> dict[str, int]:
-        if self.app.conf.broker_url == celery_url(self.store.url):  # the broker is our Redis
+        if self._broker_is_store:
             # kombu keeps a queue as a list under its global key prefix; a passive
             # declare through kombu does not apply that prefix.
-            prefix = self.app.conf.broker_transport_options.get("global_keyprefix", "")
+            prefix = self._kombu_prefix
             with redis_errors("celery broker"):
                 pipe = self.store.client.pipeline(transaction=False)
                 for queue in self.queue_names:

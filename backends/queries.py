@@ -237,9 +237,6 @@ def _records(store: JobStore, ids: list[str]) -> list[dict[str, str] | None]:
     return out
 
 
-# -- the API's hot path ---------------------------------------------------------------------
-
-
 # -- figures for /metrics -----------------------------------------------------------------
 
 

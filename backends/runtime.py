@@ -180,7 +180,7 @@ class Runtime:
                 except BackendUnavailable:
                     self.store.delete(job_id, planned.idem)
                     raise
-        elif maybe_written and self.store.read(job_id) is not None:
+        elif maybe_written and self.store.exists(job_id):
             backend.send(job_id, 1, ps)
         else:
             backend.send(job_id, 1, ps, create=create)

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from router.errors import BackendUnavailable
 from router.keys import Keys
@@ -158,6 +159,26 @@ class JobStore:
         else:
             pipe.execute_command("EVAL", SCRIPTS["create"], 0, self.keys.prefix, *args)
 
+    @staticmethod
+    def created(results: Sequence[Any]) -> bool:
+        """Read the replies of a pipeline that ran ``queue_create`` first: False when the
+        record was not written because Redis lost its script cache (NOSCRIPT; the
+        commands after it ran all the same), True when every command succeeded. Any
+        other error is raised (connection errors as BackendUnavailable)."""
+        if isinstance(results[0], NoScriptError):
+            return False
+        JobStore.raise_failed(results)
+        return True
+
+    @staticmethod
+    def raise_failed(results: Sequence[Any]) -> None:
+        """Raise the first error among a pipeline's replies (connection errors as
+        BackendUnavailable)."""
+        for result in results:
+            if isinstance(result, Exception):
+                with redis_errors():
+                    raise result
+
     def load_create(self) -> str:
         """Put the create script in the server's script cache; returns its SHA1."""
         client = self.client
@@ -190,6 +211,10 @@ class JobStore:
         with redis_errors():
             record = self.client.hgetall(self.keys.job(job_id))
         return record or None
+
+    def exists(self, job_id: str) -> bool:
+        with redis_errors():
+            return bool(self.client.exists(self.keys.job(job_id)))
 
     # -- transitions ------------------------------------------------------------------
 
