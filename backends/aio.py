@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import redis
 
-from router.keys import Keys
+from taskrouter.keys import Keys
 
 from .connection import CLIENT_OPTIONS
 from .store import JobStore, redis_errors

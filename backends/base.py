@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from router.derive import ProfileSettings
+from taskrouter.derive import ProfileSettings
 
 
 def native_id(job_id: str, dispatch: int | str) -> str:

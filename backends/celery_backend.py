@@ -16,9 +16,9 @@ from celery import Celery, signals
 from kombu.exceptions import OperationalError
 from kombu.transport import redis as kombu_redis
 
-from router.derive import Derived, ProfileSettings
-from router.errors import BackendUnavailable
-from router.settings import Settings
+from taskrouter.derive import Derived, ProfileSettings
+from taskrouter.errors import BackendUnavailable
+from taskrouter.settings import Settings
 
 from . import celery_canvas, celery_wire, execute
 from .base import native_id, parse_native_id

@@ -28,13 +28,13 @@ from celery import Celery, chain, chord, group
 from celery.canvas import Signature as CelerySignature
 from celery.exceptions import Ignore
 
-from router.workflow import Chain, Chord, Group, Node, Signature
+from taskrouter.workflow import Chain, Chord, Group, Node, Signature
 
 from . import execute, workflows
 from .store import JobStore, now_ms, redis_errors
 
 if TYPE_CHECKING:
-    from router.derive import ProfileSettings
+    from taskrouter.derive import ProfileSettings
 
     from .runtime import Runtime
 
@@ -108,7 +108,7 @@ def run(task: Any, job_id: str, dispatch: int) -> str:
     if arrived[0] == "waiting":
         # Its predecessors returned (Celery sent it) but one was never counted: its
         # worker died in between. Count them now; counting is idempotent.
-        from router._runtime import current
+        from taskrouter._runtime import current
 
         for dep in workflows.dependencies(store, job_id):
             workflows.count_finished(current(), dep)

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from router import codec
-from router.errors import BackendUnavailable, PayloadError, TaskNotRegistered, TaskrouterError
-from router.registry import lookup
-from router.settings import LEASE_TTL
+from taskrouter import codec
+from taskrouter.errors import BackendUnavailable, PayloadError, TaskNotRegistered, TaskrouterError
+from taskrouter.registry import lookup
+from taskrouter.settings import LEASE_TTL
 
 from . import workflows
 from .store import Claim, JobStore, now_ms

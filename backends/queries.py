@@ -24,9 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.errors import TaskrouterError
-from router.job import Job, JobSource
-from router.states import STATES
+from taskrouter.errors import TaskrouterError
+from taskrouter.job import Job, JobSource
+from taskrouter.states import STATES
 
 from .store import JobStore, redis_errors
 

@@ -18,9 +18,9 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
-from router import codec
-from router.derive import ProfileSettings
-from router.errors import TaskrouterError
+from taskrouter import codec
+from taskrouter.derive import ProfileSettings
+from taskrouter.errors import TaskrouterError
 
 from . import execute
 from .base import native_id

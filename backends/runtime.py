@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from router import codec
-from router.derive import Derived, ProfileSettings, celery_queues, derive, rq_queues
-from router.errors import BackendUnavailable, JobNotFound, JobStateConflict, TaskrouterError
-from router.job import Job
-from router.policy_file import load_policy
-from router.registry import CallOptions, Task
-from router.settings import DISPATCH_GRACE, UNFINISHED_TTL, Settings
+from taskrouter import codec
+from taskrouter.derive import Derived, ProfileSettings, celery_queues, derive, rq_queues
+from taskrouter.errors import BackendUnavailable, JobNotFound, JobStateConflict, TaskrouterError
+from taskrouter.job import Job
+from taskrouter.policy_file import load_policy
+from taskrouter.registry import CallOptions, Task
+from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL, Settings
 
 from .store import JobStore, now_ms, redis_errors
 
@@ -289,7 +289,7 @@ class Runtime:
         key is not reused: it still names the original. JobStateConflict unless the job
         is failed or canceled.
         """
-        from router.states import CANCELED, FAILED
+        from taskrouter.states import CANCELED, FAILED
 
         record = self.store.read(job_id)
         if record is None:

@@ -20,8 +20,8 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from router.errors import BackendUnavailable
-from router.keys import Keys
+from taskrouter.errors import BackendUnavailable
+from taskrouter.keys import Keys
 
 from .connection import PerProcess
 

@@ -32,9 +32,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router import codec
-from router.derive import celery_queues
-from router.errors import (
+from taskrouter import codec
+from taskrouter.derive import celery_queues
+from taskrouter.errors import (
     BackendUnavailable,
     JobNotFound,
     JobStateConflict,
@@ -43,16 +43,16 @@ from router.errors import (
     PolicyProblem,
     TaskrouterError,
 )
-from router.job import JobSource
-from router.registry import lookup
-from router.settings import DISPATCH_GRACE, UNFINISHED_TTL
-from router.states import FINISHED
-from router.workflow import Node, Plan, Workflow, WorkflowNotFound, plan
+from taskrouter.job import JobSource
+from taskrouter.registry import lookup
+from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL
+from taskrouter.states import FINISHED
+from taskrouter.workflow import Node, Plan, Workflow, WorkflowNotFound, plan
 
 from .store import JobStore, new_job_id, now_ms, redis_errors
 
 if TYPE_CHECKING:
-    from router.derive import ProfileSettings
+    from taskrouter.derive import ProfileSettings
 
     from .runtime import Runtime
 
@@ -258,7 +258,7 @@ def on_member_finished(
 
     Called by the worker that ran it (backends/execute.py), after its record says so.
     """
-    from router._runtime import current
+    from taskrouter._runtime import current
 
     count_finished(current(), job_id)
 

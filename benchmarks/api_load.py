@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from router import task  # noqa: E402
+from taskrouter import task  # noqa: E402
+from taskrouter.services.processes import cli_command  # noqa: E402
 
 POLICY = """\
 version: 1
@@ -273,10 +274,7 @@ def main() -> int:
     if args.token:
         env["TASKROUTER_API_TOKEN"] = args.token
     cmd = [
-        sys.executable,
-        "-m",
-        "services.cli",
-        "api",
+        *cli_command("api"),
         "--app",
         "benchmarks.api_load",
         "--host",

@@ -11,7 +11,7 @@ Two kinds of task, the same on every path:
   measured the same way, to the microsecond, and includes whatever runs before the
   function body (taskrouter's claim, Celery's and RQ's own bookkeeping).
 
-Worker processes: taskrouter's are ``python -m services.cli worker --app
+Worker processes: taskrouter's are ``python -m taskrouter worker --app
 benchmarks.bench_app ...``; the raw engines' are ``python -m benchmarks.bench_app
 raw-celery|raw-rq QUEUE``, built from the same environment (TASKROUTER_REDIS_URL,
 TASKROUTER_KEY_PREFIX, TASKROUTER_POLICY, RQ_KEY_PREFIX) so that they share the broker,
@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from router import task
+from taskrouter import task
 
 # Profiles and queues of benchmarks/overhead.py's policy.
 RATE_CELERY, RATE_RQ = "bench_rate_celery", "bench_rate_rq"
@@ -116,10 +116,10 @@ def raw_celery_app(like: Any = None) -> Any:
     from celery import Celery
 
     if like is None:
-        from backends.celery_backend import make_app
-        from router.derive import derive
-        from router.policy_file import load_policy
-        from router.settings import Settings
+        from taskrouter.backends.celery_backend import make_app
+        from taskrouter.derive import derive
+        from taskrouter.policy_file import load_policy
+        from taskrouter.settings import Settings
 
         settings = Settings.from_env()
         like = make_app(settings, derive(load_policy(settings.policy_path)))
@@ -144,10 +144,10 @@ def raw_celery_app(like: Any = None) -> Any:
 
 
 def _run_raw_celery(queue: str) -> int:
-    from backends.celery_backend import is_redis_url
-    from router.derive import derive, prefetch_multiplier
-    from router.policy_file import load_policy
-    from router.settings import Settings
+    from taskrouter.backends.celery_backend import is_redis_url
+    from taskrouter.derive import derive, prefetch_multiplier
+    from taskrouter.policy_file import load_policy
+    from taskrouter.settings import Settings
 
     settings = Settings.from_env()
     derived = derive(load_policy(settings.policy_path))

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from router import task
+from taskrouter import task
 
 SHORT_PROFILE, LONG_PROFILE = "fault_short", "fault_long"
 

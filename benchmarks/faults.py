@@ -63,6 +63,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from taskrouter.services.processes import cli_command
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is on sys.path, not the root
     sys.path.insert(0, str(ROOT))
@@ -133,7 +135,7 @@ class Fleet:
 
     def start(self, engine: str, concurrency: int) -> subprocess.Popen[bytes]:
         name = f"{engine}-{len(self.started)}"
-        cmd = [sys.executable, "-m", "services.cli", "worker", "--app", APP]
+        cmd = cli_command("worker", "--app", APP)
         cmd += ["--backend", engine, "--concurrency", str(concurrency)]
         with open(self.logdir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
@@ -379,9 +381,9 @@ class FaultRun:
         return env
 
     def setup(self) -> None:
-        from backends.runtime import Runtime
         from benchmarks import fault_app
-        from router import _runtime
+        from taskrouter import _runtime
+        from taskrouter.backends.runtime import Runtime
 
         self.app = fault_app
         self.runtime = Runtime.from_env()

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskrouter.services.processes import cli_command
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is on sys.path, not the root
     sys.path.insert(0, str(ROOT))
@@ -130,9 +132,9 @@ class Bench:
     def setup(self) -> None:
         import redis
 
-        from backends.runtime import Runtime
         from benchmarks import bench_app
-        from router import _runtime
+        from taskrouter import _runtime
+        from taskrouter.backends.runtime import Runtime
 
         self.app = bench_app
         self.runtime = Runtime.from_env()
@@ -154,7 +156,7 @@ class Bench:
 
     def start_workers(self) -> None:
         a = self.app
-        cli = [sys.executable, "-m", "services.cli", "worker", "--app", "benchmarks.bench_app"]
+        cli = cli_command("worker", "--app", "benchmarks.bench_app")
         raw = [sys.executable, "-m", "benchmarks.bench_app"]
         commands = {
             "taskrouter-celery": [*cli, "--backend", "celery", "--queues", a.LAT_CELERY,

@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 
-from router import task
+from taskrouter import task
 
 
 @task(profile="interactive")

@@ -6,7 +6,7 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from backends.runtime import Runtime
+    from taskrouter.backends.runtime import Runtime
 
 _lock = threading.Lock()
 _current: Runtime | None = None
@@ -18,7 +18,7 @@ def current() -> Runtime:
     if _current is None:
         with _lock:
             if _current is None:
-                from backends.runtime import Runtime
+                from taskrouter.backends.runtime import Runtime
 
                 _current = Runtime.from_env()
     return _current

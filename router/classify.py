@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from router.durations import format_duration
-from router.policy import Engine, Profile, Routing
+from taskrouter.durations import format_duration
+from taskrouter.policy import Engine, Profile, Routing
 
 Rule = Literal["explicit", "workflow", "latency"]
 RULES: tuple[str, ...] = ("explicit", "workflow", "latency")

@@ -49,10 +49,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from router.classify import Rule, classify
-from router.durations import format_duration
-from router.errors import PolicyError, PolicyProblem
-from router.policy import Engine, Policy, Profile, RateLimit, Retries
+from taskrouter.classify import Rule, classify
+from taskrouter.durations import format_duration
+from taskrouter.errors import PolicyError, PolicyProblem
+from taskrouter.policy import Engine, Policy, Profile, RateLimit, Retries
 
 GRACE_FRACTION = 0.1
 GRACE_MIN = 5.0

@@ -11,7 +11,7 @@ import math
 import re
 from decimal import Decimal
 
-from router.policy import RateLimit
+from taskrouter.policy import RateLimit
 
 # Seconds per unit, largest first: format_duration tries them in this order.
 UNITS: dict[str, float] = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}

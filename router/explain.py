@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from router.derive import (
+from taskrouter.derive import (
     Derived,
     ProfileSettings,
     grace,
     prefetch_multiplier,
     profile_visibility_need,
 )
-from router.durations import format_duration
-from router.policy import Retries
+from taskrouter.durations import format_duration
+from taskrouter.policy import Retries
 
 CHECK_COLUMNS = ("profile", "backend", "queue", "timeout", "retries", "reason")
 

@@ -27,11 +27,11 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from router.classify import classify
-from router.derive import visibility_problems
-from router.durations import ACCEPTED, format_duration, parse_duration, parse_rate
-from router.errors import PolicyError, PolicyProblem
-from router.policy import (
+from taskrouter.classify import classify
+from taskrouter.derive import visibility_problems
+from taskrouter.durations import ACCEPTED, format_duration, parse_duration, parse_rate
+from taskrouter.errors import PolicyError, PolicyProblem
+from taskrouter.policy import (
     BACKEND_CHOICES,
     SHAPES,
     WORKFLOW_MODES,

@@ -50,7 +50,7 @@ class _Composite:
 
     def enqueue(self) -> Workflow:
         """Create every member's job record, start the workflow, and return its handle."""
-        from backends.workflows import enqueue
+        from taskrouter.backends.workflows import enqueue
 
         from ._runtime import current
 
@@ -476,7 +476,7 @@ def aggregate_state(stored: str, member_states: Iterable[str]) -> str:
 
 def get_workflow(workflow_id: str) -> Workflow:
     """The workflow with this id, from any process; WorkflowNotFound if never issued."""
-    from backends.workflows import get
+    from taskrouter.backends.workflows import get
 
     from ._runtime import current
 

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from router.errors import JobNotFound, PolicyError, TaskrouterError
-from router.settings import Settings
+from taskrouter.errors import JobNotFound, PolicyError, TaskrouterError
+from taskrouter.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,8 +68,8 @@ def _policy_option(fn: F) -> F:
 
 
 def _derived(policy_path: str | None) -> Any:
-    from router.derive import derive
-    from router.policy_file import load_policy
+    from taskrouter.derive import derive
+    from taskrouter.policy_file import load_policy
 
     return derive(load_policy(policy_path or Settings.from_env().policy_path))
 
@@ -79,7 +79,7 @@ def _derived(policy_path: str | None) -> Any:
 @friendly
 def policy_check(policy_path: str | None) -> None:
     """Validate the policy; print each profile, its engine and why."""
-    from router.explain import render_check
+    from taskrouter.explain import render_check
 
     click.echo(render_check(_derived(policy_path)))
 
@@ -90,7 +90,7 @@ def policy_check(policy_path: str | None) -> None:
 @friendly
 def policy_explain(profile: str, policy_path: str | None) -> None:
     """Print the routing decision and every derived setting of PROFILE."""
-    from router.explain import render_explain
+    from taskrouter.explain import render_explain
 
     derived = _derived(policy_path)
     if profile not in derived.profiles:
@@ -143,7 +143,7 @@ def worker(
 @friendly
 def janitor(app_module: str | None, once: bool, beat: str | None, parent: int | None) -> None:
     """Retry or fail jobs whose worker died; send due retries and delayed jobs."""
-    from backends.runtime import Runtime
+    from taskrouter.backends.runtime import Runtime
 
     from .janitor import Janitor
     from .worker import import_app
@@ -170,7 +170,7 @@ def janitor(app_module: str | None, once: bool, beat: str | None, parent: int | 
 @friendly
 def status(job_id: str, as_json: bool) -> None:
     """Show one job, whichever engine ran it, or one workflow and its member jobs."""
-    from router import get_job
+    from taskrouter import get_job
 
     try:
         job = get_job(job_id).to_dict()
@@ -192,7 +192,7 @@ def status(job_id: str, as_json: bool) -> None:
 
 def _workflow_or_not_found(some_id: str) -> dict[str, Any]:
     # [workflows] job ids and workflow ids look alike: a status of either works.
-    from router import get_workflow
+    from taskrouter import get_workflow
 
     try:
         return get_workflow(some_id).to_dict()
@@ -288,8 +288,8 @@ def jobs(
     as_json: bool,
 ) -> None:
     """List jobs of both engines, newest first (the same query as GET /jobs)."""
-    from backends.queries import JobFilter, list_jobs
-    from backends.store import JobStore
+    from taskrouter.backends.queries import JobFilter, list_jobs
+    from taskrouter.backends.store import JobStore
 
     settings = Settings.from_env()
     # The records alone: no policy file or engine is needed to read them.

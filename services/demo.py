@@ -13,16 +13,16 @@ from pathlib import Path
 
 import click
 
-from backends.runtime import Runtime
-from backends.store import WorkerRegistry
-from router import _runtime
-from router.job import Job
-from router.settings import Settings
+from taskrouter import _runtime
+from taskrouter.backends.runtime import Runtime
+from taskrouter.backends.store import WorkerRegistry
+from taskrouter.job import Job
+from taskrouter.settings import Settings
 
 from .embedded import resolve_redis
-from .processes import ROOT, cli_env, spawn, stop
+from .processes import cli_env, spawn, stop
 
-APP = "examples.demo_app"
+APP = "taskrouter.examples.demo_app"
 DEMO_PREFIX = "taskrouter-demo"
 
 
@@ -62,7 +62,7 @@ def wait_for_workers(
 
 
 def workload(size: int, marker: str) -> list[Job]:
-    from examples import demo_app as app
+    from taskrouter.examples import demo_app as app
 
     jobs: list[Job] = []
     slow = max(2, size // 8)
@@ -126,7 +126,9 @@ def run_demo(*, force_embedded: bool = False, size: int | None = None) -> int:
             env = cli_env(
                 url,
                 TASKROUTER_KEY_PREFIX=os.environ.get("TASKROUTER_KEY_PREFIX", DEMO_PREFIX),
-                TASKROUTER_POLICY=os.environ.get("TASKROUTER_POLICY", str(ROOT / "policies.yaml")),
+                TASKROUTER_POLICY=os.environ.get(
+                    "TASKROUTER_POLICY", str(Path("policies.yaml").resolve())
+                ),
             )
             for name in ("TASKROUTER_REDIS_URL", "TASKROUTER_KEY_PREFIX", "TASKROUTER_POLICY"):
                 os.environ[name] = env[name]  # this process enqueues on the same stack

@@ -28,7 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from router.errors import BackendUnavailable, ServerError
+from taskrouter.errors import BackendUnavailable, ServerError
 
 log = logging.getLogger("taskrouter.embedded")
 

@@ -19,11 +19,11 @@ import signal
 import time
 from types import FrameType
 
-from backends import workflows
-from backends.runtime import Runtime
-from backends.store import WorkerRegistry
-from router.errors import TaskrouterError
-from router.settings import SCHEDULE_POLL
+from taskrouter.backends import workflows
+from taskrouter.backends.runtime import Runtime
+from taskrouter.backends.store import WorkerRegistry
+from taskrouter.errors import TaskrouterError
+from taskrouter.settings import SCHEDULE_POLL
 
 log = logging.getLogger("taskrouter.janitor")
 

@@ -7,18 +7,23 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import IO
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def cli_command(*args: str) -> list[str]:
+    """The command line of a ``taskrouter ARGS`` child process.
+
+    ``-P``: the child's working directory (a user's project) is not put first on its
+    import path, so a project's own ``services/`` or ``taskrouter.py`` cannot shadow the
+    package; ``--app`` modules are imported from the working directory explicitly.
+    """
+    return [sys.executable, "-P", "-m", "taskrouter", *args]
 
 
 def cli_env(redis_url: str, **extra: str) -> dict[str, str]:
-    """The environment of child processes: this one, the Redis to use, and the project
-    on the import path (so ``--app`` modules of the checkout import)."""
+    """The environment of child processes: this one, and the Redis to use."""
     env = dict(os.environ)
     env["TASKROUTER_REDIS_URL"] = redis_url
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
@@ -28,7 +33,7 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """``taskrouter ARGS`` as a child process (stdout and stderr to ``log`` if given)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", *args],
+        cli_command(*args),
         env=dict(env),
         stdout=log,
         stderr=subprocess.STDOUT if log else None,

@@ -19,16 +19,17 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from backends.celery_backend import is_redis_url
-from backends.execute import WorkerContext, install_context, worker_name
-from backends.runtime import Runtime
-from router import _runtime
-from router.derive import celery_queues, prefetch_multiplier, rq_queues
-from router.errors import TaskrouterError
-from router.registry import registered
-from router.settings import Settings
+from taskrouter import _runtime
+from taskrouter.backends.celery_backend import is_redis_url
+from taskrouter.backends.execute import WorkerContext, install_context, worker_name
+from taskrouter.backends.runtime import Runtime
+from taskrouter.derive import celery_queues, prefetch_multiplier, rq_queues
+from taskrouter.errors import TaskrouterError
+from taskrouter.registry import registered
+from taskrouter.settings import Settings
 
 from .embedded import pdeathsig_preexec
+from .processes import cli_command, stop
 
 log = logging.getLogger("taskrouter.worker")
 
@@ -67,25 +68,11 @@ def prepare(app_module: str, settings: Settings | None = None) -> Runtime:
     return runtime
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "services.cli", *args]
-
-
 def start_janitor(engine: str, name: str) -> subprocess.Popen[bytes]:
     """The janitor for this worker: beats its heartbeat while this process lives."""
     return subprocess.Popen(
-        _cli("janitor", "--beat", f"{engine}|{name}", "--parent", str(os.getpid()))
+        cli_command("janitor", "--beat", f"{engine}|{name}", "--parent", str(os.getpid()))
     )
-
-
-def stop_child(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def run_worker(
@@ -120,7 +107,7 @@ def run_worker(
             )
         return _supervise(app_module, engine, chosen, concurrency or 1, 1)  # forking workers
     finally:
-        stop_child(janitor)
+        stop(janitor, timeout=30)
 
 
 def _run_celery(runtime: Runtime, queues: list[str], concurrency: int, name: str) -> int:
@@ -145,7 +132,7 @@ def _run_celery(runtime: Runtime, queues: list[str], concurrency: int, name: str
 
 
 def _run_rq_single(runtime: Runtime, queues: list[str], name: str) -> int:
-    from backends.rq_backend import make_worker
+    from taskrouter.backends.rq_backend import make_worker
 
     worker = make_worker(runtime.rq.connection, queues, name)
     ok = worker.work(with_scheduler=False, logging_level="INFO")
@@ -171,7 +158,7 @@ def _supervise(
     pass until Redis takes it."""
     stopping = False
     children: dict[int, subprocess.Popen[bytes]] = {}
-    args = _cli(
+    args = cli_command(
         "worker",
         "--app",
         app_module,
@@ -223,5 +210,5 @@ def _supervise(
                     log.warning("sent again %d jobs the dead worker held: %s", len(sent), sent)
         time.sleep(0.5)
     for proc in children.values():
-        stop_child(proc, timeout=120)
+        stop(proc, timeout=120)
     return 0

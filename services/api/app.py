@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from backends.aio import AsyncRecords
-from backends.runtime import Runtime
-from router.settings import Settings
+from taskrouter.backends.aio import AsyncRecords
+from taskrouter.backends.runtime import Runtime
+from taskrouter.settings import Settings
 
 from . import errors, health, jobs, metrics, profiles, workflows
 from .auth import OPEN_PATHS, CrossSiteGuard, TokenAuth

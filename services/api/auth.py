@@ -14,7 +14,7 @@ import ipaddress
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from router.errors import TaskrouterError
+from taskrouter.errors import TaskrouterError
 
 from .errors import error
 

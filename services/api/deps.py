@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import Request
 
-from backends.aio import AsyncRecords
-from backends.runtime import Runtime
+from taskrouter.backends.aio import AsyncRecords
+from taskrouter.backends.runtime import Runtime
 
 from .schemas import ErrorOut
 

@@ -16,8 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from backends.queries import InvalidQuery
-from router.errors import (
+from taskrouter.backends.queries import InvalidQuery
+from taskrouter.errors import (
     BackendUnavailable,
     JobNotFound,
     JobStateConflict,

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from backends.runtime import Runtime
-from backends.store import WorkerRegistry
-from router.errors import BackendUnavailable
+from taskrouter.backends.runtime import Runtime
+from taskrouter.backends.store import WorkerRegistry
+from taskrouter.errors import BackendUnavailable
 
 from .deps import runtime_of
 from .schemas import Health, Readiness

@@ -16,10 +16,10 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from backends.queries import DEFAULT_LIMIT, MAX_LIMIT, JobFilter, list_jobs
-from router.errors import JobNotFound
-from router.job import Job
-from router.registry import CallOptions, lookup
+from taskrouter.backends.queries import DEFAULT_LIMIT, MAX_LIMIT, JobFilter, list_jobs
+from taskrouter.errors import JobNotFound
+from taskrouter.job import Job
+from taskrouter.registry import CallOptions, lookup
 
 from .deps import records_of, responses, runtime_of
 from .schemas import Engine, JobOut, JobPage, State, SubmitJob

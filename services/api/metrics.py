@@ -36,10 +36,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from backends.queries import Figures, Labels, figures
-from backends.runtime import Runtime
-from backends.store import WorkerRegistry
-from router.errors import BackendUnavailable
+from taskrouter.backends.queries import Figures, Labels, figures
+from taskrouter.backends.runtime import Runtime
+from taskrouter.backends.store import WorkerRegistry
+from taskrouter.errors import BackendUnavailable
 
 from .deps import responses
 

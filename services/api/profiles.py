@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from router.derive import Derived, ProfileSettings
+from taskrouter.derive import Derived, ProfileSettings
 
 from .deps import runtime_of
 from .schemas import ProfilesOut

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from router.states import STATES
+from taskrouter.states import STATES
 
 State = Literal["queued", "scheduled", "running", "retrying", "succeeded", "failed", "canceled"]
 Engine = Literal["celery", "rq"]

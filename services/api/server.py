@@ -5,11 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 
-from router.derive import derive
-from router.errors import TaskrouterError
-from router.policy_file import load_policy
-from router.registry import registered
-from router.settings import Settings
+from taskrouter.derive import derive
+from taskrouter.errors import TaskrouterError
+from taskrouter.policy_file import load_policy
+from taskrouter.registry import registered
+from taskrouter.settings import Settings
 
 from .auth import check_bind, is_loopback
 
@@ -29,7 +29,7 @@ def serve(
     """Serve the API until SIGINT/SIGTERM; every setup error is a TaskrouterError."""
     import uvicorn
 
-    from services.worker import import_app
+    from taskrouter.services.worker import import_app
 
     from .app import create_app
 

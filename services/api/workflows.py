@@ -21,9 +21,9 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backends import workflows
-from router.errors import PolicyError
-from router.workflow import DescriptionError, Workflow, from_description
+from taskrouter.backends import workflows
+from taskrouter.errors import PolicyError
+from taskrouter.workflow import DescriptionError, Workflow, from_description
 
 from .deps import responses, runtime_of
 from .errors import error

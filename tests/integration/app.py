@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any
 
-from router import task
+from taskrouter import task
 
 
 @task(profile="quick", name="t.echo")

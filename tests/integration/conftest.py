@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from taskrouter.services.processes import cli_command
 from tests.conftest import STACK_PREFIX, delete_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "services.cli", *args]
+    return cli_command(*args)
 
 
 def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -87,13 +87,13 @@ class Stack:
         return proc
 
     def queues(self, engine: str) -> list[str]:
-        from router.derive import celery_queues, rq_queues
+        from taskrouter.derive import celery_queues, rq_queues
 
         pick = celery_queues if engine == "celery" else rq_queues
         return pick(self.runtime.derived)
 
     def wait_ready(self, engines: tuple[str, ...] = ("celery", "rq"), timeout: float = 60) -> None:
-        from backends.store import WorkerRegistry
+        from taskrouter.backends.store import WorkerRegistry
 
         registry = WorkerRegistry(self.runtime.store)
 
@@ -125,9 +125,9 @@ class Stack:
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Celery and RQ workers (2 processes each) running tests.integration.app."""
     import tests.integration.app  # noqa: F401 - registers the tasks in this process too
-    from backends.runtime import Runtime
-    from router import _runtime
-    from router.settings import Settings
+    from taskrouter import _runtime
+    from taskrouter.backends.runtime import Runtime
+    from taskrouter.settings import Settings
 
     prefix = STACK_PREFIX
     s = Stack(redis_url, prefix, tmp_path_factory.mktemp("workers"))
@@ -150,7 +150,7 @@ def own_worker(
     stack: Stack, engine: str, queues: list[str], concurrency: int = 1, tag: str = ""
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A worker only for ``queues``, ready when this yields, stopped afterwards."""
-    from backends.store import WorkerRegistry
+    from taskrouter.backends.store import WorkerRegistry
 
     name = f"{engine}-own{tag}-{'-'.join(queues)}"
     proc = stack.start_worker(engine, concurrency, tag=name, queues=queues)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from backends.aio import AsyncRecords, Pushed
-from router.registry import CallOptions
+from taskrouter.backends.aio import AsyncRecords, Pushed
+from taskrouter.registry import CallOptions
 from tests.integration import app
 from tests.integration.conftest import poll
 

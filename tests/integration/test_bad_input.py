@@ -10,9 +10,9 @@ import pytest
 from rq import Queue
 from rq.serializers import PickleSerializer
 
-from backends.celery_backend import EXECUTE
-from backends.rq_backend import CodecSerializer
-from backends.store import new_job_id, now_ms
+from taskrouter.backends.celery_backend import EXECUTE
+from taskrouter.backends.rq_backend import CodecSerializer
+from taskrouter.backends.store import new_job_id, now_ms
 from tests.integration.conftest import own_worker, poll
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ def test_celery_message_naming_an_unregistered_task_is_refused(stack, tmp_path: 
 
 
 def test_engine_message_for_a_job_with_no_record_runs_nothing(stack, tmp_path: Path):
-    from backends.rq_backend import ENTRY
+    from taskrouter.backends.rq_backend import ENTRY
 
     with own_worker(stack, "rq", ["fault-rq"]):
         q = Queue("fault-rq", connection=stack.runtime.rq.connection, serializer=CodecSerializer)

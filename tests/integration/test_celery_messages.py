@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from celery import signals
 
-from router.derive import ProfileSettings
+from taskrouter.derive import ProfileSettings
 from tests.integration import app
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The ``taskrouter`` command, run as a real process (``python -m services.cli``)."""
+"""The ``taskrouter`` command, run as a real process (``python -m taskrouter``)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from backends.store import JobStore, new_job_id, now_ms
-from router import codec
-from router.derive import derive
-from router.job import Job
-from router.policy_file import load_policy
+from taskrouter import codec
+from taskrouter.backends.store import JobStore, new_job_id, now_ms
+from taskrouter.derive import derive
+from taskrouter.job import Job
+from taskrouter.policy_file import load_policy
+from taskrouter.services.processes import cli_command
 from tests.conftest import CONTRACT_JOB_FIELDS
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        cli_command(*args),
         env=env if env is not None else fresh_env(),
         cwd=cwd,
         capture_output=True,

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from router.errors import ServerError  # noqa: E402
-from services.embedded import (  # noqa: E402
+from taskrouter.errors import ServerError  # noqa: E402
+from taskrouter.services.embedded import (  # noqa: E402
     EmbeddedRedis,
     check_server_version,
     find_server_binary,
@@ -106,7 +106,7 @@ def test_server_dies_with_its_parent(tmp_path: Path) -> None:
         textwrap.dedent(
             """
             import os, sys, threading
-            from services.embedded import EmbeddedRedis
+            from taskrouter.services.embedded import EmbeddedRedis
 
             srv = EmbeddedRedis()
             srv.start()

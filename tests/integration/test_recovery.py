@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from backends.celery_backend import EXECUTE
+from taskrouter.backends.celery_backend import EXECUTE
 from tests.integration import app
 from tests.integration.conftest import own_worker, poll
 

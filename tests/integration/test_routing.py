@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from router import JobFailed, JobNotFound, PayloadError, get_job, task
+from taskrouter import JobFailed, JobNotFound, PayloadError, get_job, task
 from tests.conftest import CONTRACT_JOB_FIELDS
 from tests.integration import app
 

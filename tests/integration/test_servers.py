@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from router import BackendUnavailable, _runtime
+from taskrouter import BackendUnavailable, _runtime
 from tests.conftest import STACK_PREFIX
 from tests.integration import app
 from tests.integration.conftest import POLICY, Stack, poll
@@ -33,7 +33,7 @@ class AofRedis:
     """A Redis of the test's own, on its own port, with every write in the AOF."""
 
     def __init__(self, directory: Path) -> None:
-        from services.embedded import find_server_binary
+        from taskrouter.services.embedded import find_server_binary
 
         self.binary = find_server_binary()
         self.dir = directory
@@ -85,8 +85,8 @@ def _pings(client: object) -> bool:
 @contextlib.contextmanager
 def stack_on(redis_url: str, tmp_path: Path, **env: str) -> Iterator[Stack]:
     """Workers of both engines and an installed runtime on another server."""
-    from backends.runtime import Runtime
-    from router.settings import Settings
+    from taskrouter.backends.runtime import Runtime
+    from taskrouter.settings import Settings
 
     s = Stack(redis_url, STACK_PREFIX, tmp_path)
     s.env.update(env)

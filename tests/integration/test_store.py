@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import redis
 
-from backends.store import JobStore, new_job_id, now_ms
-from router import codec
-from router.job import Job
-from router.keys import Keys
+from taskrouter import codec
+from taskrouter.backends.store import JobStore, new_job_id, now_ms
+from taskrouter.job import Job
+from taskrouter.keys import Keys
 
 pytestmark = pytest.mark.integration
 

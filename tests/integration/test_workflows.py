@@ -13,8 +13,7 @@ import uuid
 
 import pytest
 
-from backends.celery_canvas import MEMBER
-from router import (
+from taskrouter import (
     JobFailed,
     PolicyError,
     WorkflowFailed,
@@ -24,6 +23,7 @@ from router import (
     get_workflow,
     group,
 )
+from taskrouter.backends.celery_canvas import MEMBER
 from tests.integration import app
 from tests.integration.conftest import ROOT, cli, own_worker, poll
 

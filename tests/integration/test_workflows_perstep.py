@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router import WorkflowFailed, _runtime, chain, chord, group
+from taskrouter import WorkflowFailed, _runtime, chain, chord, group
 from tests.conftest import REDIS_DB, STACK_PREFIX, delete_prefix
 from tests.integration import app
 from tests.integration.conftest import POLICY, Stack, own_worker, poll
@@ -38,8 +38,8 @@ def perstep_policy(directory: Path) -> Path:
 @pytest.fixture(scope="module")
 def perstep(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Celery (2 processes) and RQ (4 workers) on the per-step policy."""
-    from backends.runtime import Runtime
-    from router.settings import Settings
+    from taskrouter.backends.runtime import Runtime
+    from taskrouter.settings import Settings
 
     db = int(os.environ.get("TASKROUTER_TEST_REDIS_DB_PERSTEP", str(REDIS_DB + 1)))
     url = f"{redis_url.rsplit('/', 1)[0]}/{db}"
@@ -175,7 +175,7 @@ def test_cancel_stops_running_members_on_rq_and_never_starts_the_body(perstep):
     assert run.state == "canceled"
     assert [j.state for j in run.jobs] == ["canceled"] * 4
     # RQ stopped the work-horses (its own status says so), so the workers are free again.
-    from backends.rq_backend import CodecSerializer, SafeJob
+    from taskrouter.backends.rq_backend import CodecSerializer, SafeJob
 
     def stopped(job_id: str) -> bool:
         native = SafeJob.fetch(

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from backends import workflows
-from router import (
+from taskrouter import (
     BackendUnavailable,
     JobNotFound,
     JobStateConflict,
@@ -27,7 +26,8 @@ from router import (
     codec,
     group,
 )
-from router.workflow import Signature
+from taskrouter.backends import workflows
+from taskrouter.workflow import Signature
 from tests.integration import app
 
 pytestmark = pytest.mark.integration
@@ -67,10 +67,10 @@ class Recorder:
 
 @pytest.fixture
 def runtime(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Any]:
-    from backends.runtime import Runtime
-    from router.derive import derive
-    from router.policy_file import load_policy
-    from router.settings import Settings
+    from taskrouter.backends.runtime import Runtime
+    from taskrouter.derive import derive
+    from taskrouter.policy_file import load_policy
+    from taskrouter.settings import Settings
 
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backends.queries import (
+from taskrouter import task
+from taskrouter.backends.queries import (
     Cursor,
     Figures,
     Finished,
@@ -20,9 +21,8 @@ from backends.queries import (
     Labels,
     list_jobs,
 )
-from router import task
-from router.derive import derive
-from router.errors import (
+from taskrouter.derive import derive
+from taskrouter.errors import (
     BackendUnavailable,
     JobNotFound,
     JobStateConflict,
@@ -30,13 +30,13 @@ from router.errors import (
     TaskNotRegistered,
     TaskrouterError,
 )
-from router.keys import Keys
-from router.policy_file import load_policy
-from router.registry import CallOptions
-from router.settings import Settings
-from services.api import create_app, metrics
-from services.api.auth import check_bind, is_loopback
-from services.api.errors import status_of
+from taskrouter.keys import Keys
+from taskrouter.policy_file import load_policy
+from taskrouter.registry import CallOptions
+from taskrouter.services.api import create_app, metrics
+from taskrouter.services.api.auth import check_bind, is_loopback
+from taskrouter.services.api.errors import status_of
+from taskrouter.settings import Settings
 
 POLICY = Path(__file__).resolve().parents[1] / "integration" / "policy.yaml"
 TOKEN = "unit-token"
@@ -113,7 +113,7 @@ class FakeRuntime:
         return None  # no learned message: POST /jobs submits through the thread pool
 
     def submit(self, planned: Any, *, maybe_written: bool = False) -> Any:
-        from router.job import Job
+        from taskrouter.job import Job
 
         return Job.from_record(self._outcome(*planned))
 
@@ -121,7 +121,7 @@ class FakeRuntime:
         return {**self._outcome("cancel", job_id), "state": "canceled"}  # type: ignore[dict-item]
 
     def retry_job(self, job_id: str) -> Any:
-        from router.job import Job
+        from taskrouter.job import Job
 
         return Job.from_record(self._outcome("retry", job_id))
 

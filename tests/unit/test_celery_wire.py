@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from backends.base import native_id, parse_native_id
-from backends.celery_backend import EXECUTE, _execute_task_id
-from backends.celery_wire import Parent, Template, learn
+from taskrouter.backends.base import native_id, parse_native_id
+from taskrouter.backends.celery_backend import EXECUTE, _execute_task_id
+from taskrouter.backends.celery_wire import Parent, Template, learn
 
 QUEUE = "enrichment"
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from router.classify import Decision, classify
-from router.policy import BackendChoice, Profile, Routing, Shape, WorkflowMode
+from taskrouter.classify import Decision, classify
+from taskrouter.policy import BackendChoice, Profile, Routing, Shape, WorkflowMode
 
 CELERY = Routing(long_after=30.0, workflows="celery")
 PER_STEP = Routing(long_after=30.0, workflows="per-step")

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import codec
-from router.errors import PayloadError, TaskrouterError
+from taskrouter import codec
+from taskrouter.errors import PayloadError, TaskrouterError
 
 # -- strategies ------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from router.derive import (
+from taskrouter.derive import (
     Derived,
     celery_queues,
     derive,
@@ -16,9 +16,9 @@ from router.derive import (
     visibility_need,
     visibility_problems,
 )
-from router.errors import PolicyError
-from router.policy import Policy, Profile, RateLimit, Retries, Routing
-from router.policy_file import load_policy
+from taskrouter.errors import PolicyError
+from taskrouter.policy import Policy, Profile, RateLimit, Retries, Routing
+from taskrouter.policy_file import load_policy
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policies.yaml"
 
@@ -219,7 +219,7 @@ def test_derived_settings_are_frozen(shipped: Derived) -> None:
 
 
 def test_render_check_has_one_row_per_profile_and_the_window(shipped: Derived) -> None:
-    from router.explain import render_check
+    from taskrouter.explain import render_check
 
     lines = render_check(shipped).splitlines()
     assert lines[0].split() == ["profile", "backend", "queue", "timeout", "retries", "reason"]
@@ -231,7 +231,7 @@ def test_render_check_has_one_row_per_profile_and_the_window(shipped: Derived) -
 
 
 def test_render_explain_lists_every_derived_setting(shipped: Derived) -> None:
-    from router.explain import render_explain
+    from taskrouter.explain import render_explain
 
     text = render_explain(shipped, "enrichment")
     settings = {line.split()[0]: " ".join(line.split()[1:]) for line in text.splitlines()}

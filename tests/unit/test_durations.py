@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.durations import format_duration, parse_duration, parse_rate
-from router.policy import RateLimit
+from taskrouter.durations import format_duration, parse_duration, parse_rate
+from taskrouter.policy import RateLimit
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from router import codec
-from router.errors import JobFailed, JobNotFound, JobTimeout, TaskrouterError
-from router.job import Job, iso
-from router.states import FINISHED, STATES
+from taskrouter import codec
+from taskrouter.errors import JobFailed, JobNotFound, JobTimeout, TaskrouterError
+from taskrouter.job import Job, iso
+from taskrouter.states import FINISHED, STATES
 from tests.conftest import CONTRACT_JOB_FIELDS
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from router.errors import PolicyError, PolicyProblem
-from router.policy import Policy, RateLimit, Retries, Routing
-from router.policy_file import load_policy, parse_policy
+from taskrouter.errors import PolicyError, PolicyProblem
+from taskrouter.policy import Policy, RateLimit, Retries, Routing
+from taskrouter.policy_file import load_policy, parse_policy
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policies.yaml"
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from router import _runtime, registry
-from router.errors import TaskNotRegistered, TaskrouterError
-from router.registry import BoundTask, CallOptions, Task, lookup, task
+from taskrouter import _runtime, registry
+from taskrouter.errors import TaskNotRegistered, TaskrouterError
+from taskrouter.registry import BoundTask, CallOptions, Task, lookup, task
 
 
 @pytest.fixture(autouse=True)

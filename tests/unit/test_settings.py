@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router import settings as settings_module
-from router.settings import Settings
+from taskrouter import settings as settings_module
+from taskrouter.settings import Settings
 
 
 def test_defaults_with_an_empty_environment() -> None:

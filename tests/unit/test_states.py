@@ -6,8 +6,8 @@ import celery.states
 import pytest
 from rq.job import JobStatus
 
-from router import states
-from router.states import FINISHED, NATIVE_STATES, STATES, WAITING, from_native
+from taskrouter import states
+from taskrouter.states import FINISHED, NATIVE_STATES, STATES, WAITING, from_native
 
 RQ_STATES = {member.value for member in JobStatus}
 CELERY_STATES = set(celery.states.ALL_STATES)

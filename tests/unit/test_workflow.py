@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from router import (
+from taskrouter import (
     JobFailed,
     JobTimeout,
     Signature,
@@ -20,7 +20,7 @@ from router import (
     group,
     task,
 )
-from router.workflow import (
+from taskrouter.workflow import (
     Chain,
     Chord,
     Group,
