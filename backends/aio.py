@@ -15,7 +15,8 @@ import redis
 from taskrouter.keys import Keys
 
 from .connection import CLIENT_OPTIONS
-from .store import JobStore, redis_errors
+from .errors import engine_errors
+from .store import JobStore
 
 Pushed = Literal["sent", "unsent", "unknown"]
 
@@ -34,7 +35,7 @@ class AsyncRecords:
 
     async def read(self, job_id: str) -> dict[str, str] | None:
         """The record, or None; one round trip (the same HGETALL as JobStore.read)."""
-        with redis_errors():
+        with engine_errors():
             record: dict[str, str] = await self._client.hgetall(self.keys.job(job_id))
         return record or None
 

@@ -1,8 +1,9 @@
-"""The Redis message of one ``taskrouter.execute`` dispatch, built without ``send_task``.
+"""The Redis message of one dispatch of a job, built without ``send_task``.
 
-For this one task, two messages to the same queue with the same time limits differ only
-in the job id and the dispatch number (and the few fields derived from them: the task
-id, its ``repr``, the delivery tag). Celery's ``send_task`` spends most of an enqueue's
+Two messages to the same queue with the same time limits differ only in the task's name,
+the job id and the dispatch number, the text shown for the arguments (``argsrepr``,
+``kwargsrepr``: what Flower shows), and the few fields derived from them (the task id,
+the delivery tag). Celery's ``send_task`` spends most of an enqueue's
 client time (option merging, routing, the protocol-2 build, kombu's producer and
 channel) producing that same message again. A ``Template`` is learned from a message
 Celery itself built, on the first dispatch to each queue with each pair of limits, and
@@ -37,23 +38,38 @@ class Parent:
     parent_id: str
 
 
+# What Flower and ``celery inspect`` show for a message's arguments: the job's own, not
+# the (job id, dispatch) the message carries (see celery_backend.shown_arguments).
+Shown = tuple[str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     key: str  # the queue's Redis list, with kombu's global key prefix
     message: dict[str, Any]  # kombu's envelope as learned (body, headers, properties)
 
     def fill(
-        self, job_id: str, dispatch: int, *, reply_to: str, parent: Parent | None = None
+        self,
+        job_id: str,
+        dispatch: int,
+        *,
+        task: str,
+        shown: Shown,
+        reply_to: str,
+        parent: Parent | None = None,
     ) -> str:
         """The message for dispatch ``dispatch`` of job ``job_id``, as kombu stores it."""
         nid = native_id(job_id, dispatch)
         body = json.dumps([[job_id, dispatch], {}, _EMBED]).encode()
         headers = self.message["headers"].copy()
+        headers["task"] = task
         headers["id"] = nid
         headers["root_id"] = parent.root_id if parent else nid
         headers["parent_id"] = parent.parent_id if parent else None
-        headers["argsrepr"] = repr((job_id, dispatch))
+        headers["argsrepr"], headers["kwargsrepr"] = shown
         properties = self.message["properties"].copy()
+        if "argsrepr" in properties:  # send_task's argsrepr option lands here too
+            properties["argsrepr"], properties["kwargsrepr"] = shown
         properties["correlation_id"] = nid
         properties["reply_to"] = reply_to
         properties["delivery_tag"] = str(uuid.uuid4())
@@ -68,7 +84,12 @@ class Template:
 
 
 def learn(
-    commands: list[tuple[str, tuple[Any, ...]]], key_prefix: str, job_id: str, dispatch: int
+    commands: list[tuple[str, tuple[Any, ...]]],
+    key_prefix: str,
+    job_id: str,
+    dispatch: int,
+    task: str,
+    shown: Shown,
 ) -> Template | None:
     """A template from the Redis commands kombu gave for one message, or None when
     they are not the one plain LPUSH this module knows how to rebuild (a queue with an
@@ -89,7 +110,14 @@ def learn(
         parent = Parent(root_id=headers.get("root_id") or "", parent_id=headers["parent_id"])
     try:
         again = json.loads(
-            template.fill(job_id, dispatch, reply_to=properties.get("reply_to", ""), parent=parent)
+            template.fill(
+                job_id,
+                dispatch,
+                task=task,
+                shown=shown,
+                reply_to=properties.get("reply_to", ""),
+                parent=parent,
+            )
         )
     except (TypeError, ValueError, AttributeError):
         return None

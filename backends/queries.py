@@ -24,46 +24,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskrouter.errors import TaskrouterError
+from taskrouter.errors import InvalidQuery
 from taskrouter.job import Job, JobSource
+from taskrouter.record import INDEXED, LISTED, TIMED
+from taskrouter.settings import DEFAULT_PAGE, MAX_PAGE, SCAN_BUDGET
 from taskrouter.states import STATES
 
-from .store import JobStore, redis_errors
+from .errors import engine_errors
+from .store import JobStore
 
-FILTER_FIELDS: tuple[str, ...] = ("state", "profile", "backend", "task")
-# What a listing reads of each record: the job JSON's fields, not the payload or history.
-LIST_FIELDS: tuple[str, ...] = (
-    "id",
-    "task",
-    "profile",
-    "backend",
-    "queue",
-    "state",
-    "attempts",
-    "max_attempts",
-    "created_at",
-    "queued_at",
-    "started_at",
-    "finished_at",
-    "workflow_id",
-    "idempotency_key",
-    "result",
-    "error",
-)
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
-# Index entries one listing call may examine. A very selective filter over a large index
-# returns a short (even empty) page with a next_cursor rather than a slow request.
-SCAN_BUDGET = 5000
+FILTER_FIELDS = INDEXED
+LIST_FIELDS = LISTED
+DEFAULT_LIMIT = DEFAULT_PAGE
+MAX_LIMIT = MAX_PAGE
 _CURSOR_VERSION = "1"
-
-
-class InvalidQuery(TaskrouterError, ValueError):
-    """Raised when a listing's filter, limit or cursor is not usable."""
-
-    def __init__(self, name: str, message: str) -> None:
-        self.name = name
-        super().__init__(f"{name}: {message}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,7 +102,7 @@ def _smallest_index(store: JobStore, pairs: list[tuple[str, str]]) -> tuple[str,
     if len(pairs) <= 1:
         return _index_key(store, pairs[0] if pairs else None), None
     keys = [_index_key(store, p) for p in pairs]
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         for key in keys:
             pipe.zcard(key)
@@ -206,7 +180,7 @@ def _fetch(
     dropped by the caller; ``offset`` steps over them when they fill a whole batch.
     """
     top: float | int = math.inf if after is None else after.score
-    with redis_errors():
+    with engine_errors():
         rows = store.client.zrange(
             key,
             "+inf" if top == math.inf else top,
@@ -222,7 +196,7 @@ def _fetch(
 
 def _records(store: JobStore, ids: list[str]) -> list[dict[str, str] | None]:
     """The listed fields of each record (None where it has expired), in one round trip."""
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(store.keys.job(job_id), LIST_FIELDS)
@@ -285,7 +259,7 @@ def figures(store: JobStore, profiles: Iterable[str], *, recent: int = 1000) -> 
     profile index (ZINTERCARD walks the smaller set: the waiting and running states are
     small, and succeeded and failed are bounded by keep_results).
     """
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         pipe.hgetall(store.keys.counters())
         for state in TIMED_STATES:
@@ -296,7 +270,7 @@ def figures(store: JobStore, profiles: Iterable[str], *, recent: int = 1000) -> 
     # Profiles of the policy, and those of older jobs that a changed policy dropped.
     names = sorted({*profiles, *(labels.profile for _, labels in counted)})
     pairs = [(p, s) for p in names for s in STATES]
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         for profile, state in pairs:
             pipe.zintercard(
@@ -312,16 +286,7 @@ def figures(store: JobStore, profiles: Iterable[str], *, recent: int = 1000) -> 
 
 # Timings come from jobs that ran to an outcome; a cancel cuts a run short.
 TIMED_STATES: tuple[str, ...] = ("succeeded", "failed")
-_TIMING_FIELDS = (
-    "state",
-    "profile",
-    "backend",
-    "queue",
-    "task",
-    "queued_at",
-    "started_at",
-    "finished_at",
-)
+_TIMING_FIELDS = TIMED
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

@@ -1,6 +1,14 @@
-"""The runtime: policy, job store and both engine adapters, wired from Settings.
+"""The runtime: policy, job store and the engine adapters, wired from Settings.
 
-One per process (``router._runtime``); workers, the API and tests build their own.
+One per process (``taskrouter._runtime``); workers, the API and tests build their own.
+It is the only door from ``router/`` to the engines (``taskrouter.ports.RuntimePort``),
+and the only code outside an adapter that talks to an engine, always through the
+``Backend`` interface.
+
+An adapter, and its engine's library, is loaded on first use: a client that sends only
+Celery jobs never imports RQ, an RQ worker never imports Celery, and a process built
+with ``engines=()`` (the janitor) imports neither. A job due for an engine this process
+may not load is left due for that engine's own workers, which send it.
 """
 
 from __future__ import annotations
@@ -9,22 +17,30 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from taskrouter import codec
-from taskrouter.derive import Derived, ProfileSettings, celery_queues, derive, rq_queues
+from taskrouter.derive import Derived, ProfileSettings, derive
 from taskrouter.errors import BackendUnavailable, JobNotFound, JobStateConflict, TaskrouterError
 from taskrouter.job import Job
+from taskrouter.policy import ENGINES
 from taskrouter.policy_file import load_policy
 from taskrouter.registry import CallOptions, Task
 from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL, Settings
+from taskrouter.states import CANCELED, FAILED
 
-from .store import JobStore, now_ms, redis_errors
+from .base import Call
+from .store import JobStore
+from .workflow_store import WorkflowStore
 
 if TYPE_CHECKING:
-    from .base import Backend
+    from taskrouter.workflow import Node
+    from taskrouter.workflow_handle import Workflow
+
+    from .base import Backend, CanvasBackend
     from .celery_backend import CeleryBackend
     from .rq_backend import RQBackend
 
@@ -42,8 +58,6 @@ def configure_rq_prefix(settings: Settings) -> None:
             f"{settings.rq_key_prefix!r}: unset one of them"
         )
     os.environ["RQ_KEY_PREFIX"] = settings.rq_key_prefix
-    import sys
-
     if "rq.defaults" in sys.modules:
         from rq.defaults import RQ_KEY_PREFIX
 
@@ -61,30 +75,77 @@ class Planned:
     create: list[Any]  # JobStore.create_args
     idem: str  # the idempotency key's Redis key, or ""
     delayed: bool
+    call: Call
 
 
 class Runtime:
     """What a process needs to enqueue, read and control jobs."""
 
-    def __init__(self, settings: Settings, derived: Derived) -> None:
+    def __init__(
+        self, settings: Settings, derived: Derived, *, engines: Sequence[str] = ENGINES
+    ) -> None:
         configure_rq_prefix(settings)
-        from .celery_backend import CeleryBackend, make_app
-        from .rq_backend import RQBackend
-
         self.settings = settings
         self.derived = derived
+        self.engines = tuple(engines)  # the engines this process may load
         self.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
-        self.celery_app = make_app(settings, derived)
-        self.celery: CeleryBackend = CeleryBackend(
-            self.celery_app, self.store, celery_queues(derived)
-        )
-        self.rq: RQBackend = RQBackend(settings.redis_url, self.store, rq_queues(derived))
-        self.backends: dict[str, Backend] = {"celery": self.celery, "rq": self.rq}
+        self.workflows = WorkflowStore(self.store)
+        self._backends: dict[str, Backend] = {}
 
     @classmethod
-    def from_env(cls, settings: Settings | None = None) -> Runtime:
+    def from_env(
+        cls, settings: Settings | None = None, *, engines: Sequence[str] = ENGINES
+    ) -> Runtime:
         settings = settings or Settings.from_env()
-        return cls(settings, derive(load_policy(settings.policy_path)))
+        return cls(settings, derive(load_policy(settings.policy_path)), engines=engines)
+
+    # -- the engines ------------------------------------------------------------------
+
+    def backend(self, name: str) -> Backend:
+        """The adapter of engine ``name``, loaded on first use."""
+        found = self._backends.get(name)
+        if found is None:
+            if name not in self.engines:
+                raise TaskrouterError(f"this process does not load the {name} engine")
+            found = self._backends[name] = self._load(name)
+        return found
+
+    def install_backend(self, name: str, backend: Backend) -> None:
+        """Use ``backend`` for engine ``name`` (an embedding application's own adapter, or
+        a test's fake)."""
+        self._backends[name] = backend
+
+    def _load(self, name: str) -> Backend:
+        if name == "celery":
+            from .celery_backend import CeleryBackend
+
+            return CeleryBackend.from_runtime(self)
+        if name == "rq":
+            from .rq_backend import RQBackend
+
+            return RQBackend(self.settings.redis_url, self.store, self.derived)
+        raise TaskrouterError(f"unknown engine {name!r}: one of {', '.join(ENGINES)}")
+
+    def canvas_backend(self) -> CanvasBackend:
+        """The engine of native workflow canvases (Celery)."""
+        return self.backend("celery")  # type: ignore[return-value]
+
+    @property
+    def loaded(self) -> Mapping[str, Backend]:
+        """The adapters this process has loaded so far."""
+        return dict(self._backends)
+
+    @property
+    def celery(self) -> CeleryBackend:
+        return self.backend("celery")  # type: ignore[return-value]
+
+    @property
+    def rq(self) -> RQBackend:
+        return self.backend("rq")  # type: ignore[return-value]
+
+    @property
+    def celery_app(self) -> Any:
+        return self.celery.app
 
     # -- enqueue ----------------------------------------------------------------------
 
@@ -105,9 +166,9 @@ class Runtime:
         kwargs: Mapping[str, Any],
         options: CallOptions,
         *,
-        workflow_id: str | None = None,
+        retry_of: str | None = None,
     ) -> Job:
-        return self.submit(self.plan(task, args, kwargs, options, workflow_id=workflow_id))
+        return self.submit(self.plan(task, args, kwargs, options, retry_of=retry_of))
 
     def plan(
         self,
@@ -116,12 +177,12 @@ class Runtime:
         kwargs: Mapping[str, Any],
         options: CallOptions,
         *,
-        workflow_id: str | None = None,
+        retry_of: str | None = None,
     ) -> Planned:
         """A job's record, ready to write: no I/O. Refuses bad arguments."""
         ps = self.profile_settings(task)
         payload = codec.encode_call(args, kwargs)  # refuses bad arguments before any write
-        created = now_ms()
+        created = self.store.clock()
         # new_job_id()'s format (12 hex digits of ms, then 16 random ones) from this
         # call's clock reading and os.urandom: uuid4 costs 2 us more per enqueue.
         job_id = f"{created:012x}{os.urandom(8).hex()}"
@@ -142,7 +203,7 @@ class Runtime:
             "keep_ms": ps.keep_results * 1000,
             "delays": _delays_json(ps.retries.backoff),
             "idempotency_key": options.idempotency_key,
-            "workflow_id": workflow_id,
+            "retry_of": retry_of,
             "due_at": created + int((options.delay or 0) * 1000) if delayed else None,
         }
         idem = (
@@ -158,7 +219,7 @@ class Runtime:
             idempotency_key=idem,
             idempotency_ttl_ms=ps.keep_results * 1000,
         )
-        return Planned(ps, job_id, fields, create, idem, delayed)
+        return Planned(ps, job_id, fields, create, idem, delayed, Call.of(task.name, args, kwargs))
 
     def submit(self, planned: Planned, *, maybe_written: bool = False) -> Job:
         """Write a planned job's record and send it to its engine.
@@ -168,22 +229,22 @@ class Runtime:
         is then written only if missing, and the message is sent again: a second copy
         of a dispatch runs nothing (it is refused at claim).
         """
-        ps, job_id, create = planned.ps, planned.job_id, planned.create
-        backend = self.backends[ps.backend]
+        ps, job_id, create, call = planned.ps, planned.job_id, planned.create, planned.call
+        backend = self.backend(ps.backend)
         if planned.idem or planned.delayed:
             holder = self.store.create(create)
             if holder != job_id:
                 return self.get_job(holder)
             if not planned.delayed:
                 try:
-                    backend.send(job_id, 1, ps)
+                    backend.send(job_id, 1, ps, call=call)
                 except BackendUnavailable:
                     self.store.delete(job_id, planned.idem)
                     raise
         elif maybe_written and self.store.exists(job_id):
-            backend.send(job_id, 1, ps)
+            backend.send(job_id, 1, ps, call=call)
         else:
-            backend.send(job_id, 1, ps, create=create)
+            backend.send(job_id, 1, ps, call=call, create=create)
         return self.job_of(planned)
 
     def job_of(self, planned: Planned) -> Job:
@@ -192,13 +253,42 @@ class Runtime:
             {k: str(v) for k, v in planned.fields.items() if v is not None}, self
         )
 
-    def celery_message(self, planned: Planned) -> tuple[str, str] | None:
-        """The queue key and message of a planned Celery job, where one round trip on any
-        client can write its record and send it (CeleryBackend.filled): no idempotency
-        key, no delay, a learned message. None for every other job."""
-        if planned.ps.backend != "celery" or planned.idem or planned.delayed:
+    def fast_message(self, planned: Planned) -> tuple[str, str] | None:
+        """The queue key and message of a planned job, where one round trip on any client
+        of the job store's Redis can write its record and send it: no idempotency key,
+        no delay, an engine that can build the message without its library (Backend.
+        fast_message). None for every other job."""
+        if planned.idem or planned.delayed:
             return None
-        return self.celery.filled(planned.job_id, 1, planned.ps)
+        return self.backend(planned.ps.backend).fast_message(
+            planned.job_id, 1, planned.ps, planned.call
+        )
+
+    def send(self, job_id: str, dispatch: int, ps: ProfileSettings, **options: Any) -> None:
+        """Send a dispatch of a job to its engine (``Backend.send``)."""
+        self.backend(ps.backend).send(job_id, dispatch, ps, **options)
+
+    def send_released(
+        self, job_id: str, backend: str, queue: str, dispatch: str, profile: str
+    ) -> bool:
+        """Send a job that take_due or a workflow released; False when it is left due for
+        its engine's own workers (this process cannot send it)."""
+        ps = self.derived.profiles.get(profile)
+        if ps is None or backend not in ENGINES:
+            # Left in the dispatching set: a process with the right policy sends it.
+            log.error("job %s: profile %r / backend %r unknown here", job_id, profile, backend)
+            return False
+        if backend not in self.engines:
+            self.store.due_now(job_id, backend)
+            return False
+        if ps.queue != queue:
+            ps = replace(ps, queue=queue)
+        try:
+            self.send(job_id, int(dispatch), ps, redispatch=True)
+        except BackendUnavailable as exc:
+            log.warning("job %s left due for a later send: %s", job_id, exc)
+            return False
+        return True
 
     # -- reads and control ------------------------------------------------------------
 
@@ -212,15 +302,14 @@ class Runtime:
         return Job.from_record(record, self)
 
     def cancel_job(self, job_id: str) -> dict[str, str]:
-        r = self.store.cancel(job_id)
-        if r[0] == "missing":
+        status, previous, backend, dispatch = self.store.cancel(job_id)
+        if status == "missing":
             raise JobNotFound(job_id)
-        if r[0] == "finished":
-            raise JobStateConflict(f"job {job_id} already finished ({r[1]}); nothing to cancel")
-        previous, backend, dispatch = r[1], r[2], int(r[3] or 1)
-        if previous in ("queued", "running") and backend in self.backends:
+        if status == "finished":
+            raise JobStateConflict(f"job {job_id} already finished ({previous}); nothing to cancel")
+        if previous in ("queued", "running") and backend in self.engines:
             try:
-                self.backends[backend].stop(job_id, dispatch, running=previous == "running")
+                self.backend(backend).stop(job_id, dispatch, running=previous == "running")
             except BackendUnavailable as exc:
                 log.warning("job %s canceled in its record; engine stop failed: %s", job_id, exc)
         record = self.store.read(job_id)
@@ -229,31 +318,22 @@ class Runtime:
         return record
 
     def pump(self, limit: int = 200, grace_ms: int = int(DISPATCH_GRACE * 1000)) -> int:
-        """Send due retries and delayed jobs to their engines; returns how many."""
+        """Send the due jobs (retries, delayed jobs, released workflow members) of every
+        engine this process may load; returns how many were sent."""
         sent = 0
-        for job_id, backend, queue, dispatch, profile in self.store.take_due(limit, grace_ms):
-            ps = self.derived.profiles.get(profile)
-            if ps is None or backend not in self.backends:
-                # Left in the dispatching set: a process with the right policy sends it.
-                log.error(
-                    "job %s: profile %r / backend %r unknown to this policy",
-                    job_id,
-                    profile,
-                    backend,
-                )
-                continue
-            if ps.queue != queue:
-                ps = _with_queue(ps, queue)
-            self.backends[backend].send(job_id, int(dispatch), ps, redispatch=True)
-            sent += 1
+        for engine in self.engines:
+            for due in self.store.take_due(limit, grace_ms, engine):
+                sent += self.send_released(*due)
         return sent
 
     def requeue_held(self, before: float) -> list[str]:
         """Give each queued Celery job whose message a worker holds reserved (delivered at
-        or before ``before``, epoch seconds) a new dispatch, which the pump sends: run
-        when a Celery worker died, whose reserved messages kombu would restore only after
-        the visibility window. Returns the job ids."""
-        return self.store.requeue_held(self.celery.held(before))
+        or before ``before``, epoch seconds) a new dispatch, which Celery's workers send:
+        run when a Celery worker died, whose reserved messages kombu would restore only
+        after the visibility window. Returns the job ids."""
+        from .celery_unacked import held_dispatches
+
+        return self.store.requeue_held(held_dispatches(self, before))
 
     def publish_limits(self) -> None:
         """Make this policy's global limits the ones every worker enforces."""
@@ -269,13 +349,24 @@ class Runtime:
         )
 
     def ping(self) -> None:
-        with redis_errors():
-            self.store.ping()
+        self.store.ping()
 
     def close(self) -> None:
         self.store.close()
-        self.rq.close()
-        self.celery.close()
+        for backend in self._backends.values():
+            backend.close()
+
+    # -- workflows (taskrouter.ports.RuntimePort) --------------------------------------
+
+    def enqueue_workflow(self, node: Node) -> Workflow:
+        from . import workflows
+
+        return workflows.enqueue(self, node)
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        from . import workflows
+
+        return workflows.get(self, workflow_id)
 
     # -- retry (the API's POST /jobs/{id}/retry) --------------------------------------
 
@@ -289,8 +380,6 @@ class Runtime:
         key is not reused: it still names the original. JobStateConflict unless the job
         is failed or canceled.
         """
-        from taskrouter.states import CANCELED, FAILED
-
         record = self.store.read(job_id)
         if record is None:
             raise JobNotFound(job_id)
@@ -312,11 +401,8 @@ class Runtime:
         # The record's task name and profile, not the registry's: the retry runs what the
         # job ran, even from a process that does not import the task (workers look it up).
         same = Task(remote_only, name=record["task"], profile=profile)
-        job = self.enqueue(same, args, kwargs, CallOptions(idempotency_key=f"retry-of:{job_id}"))
-        with redis_errors():
-            # The new record exists (enqueue wrote it, with a TTL of days): no stray key.
-            self.store.client.hsetnx(self.store.keys.job(job.id), "retry_of", job_id)
-        return job
+        options = CallOptions(idempotency_key=f"retry-of:{job_id}")
+        return self.enqueue(same, args, kwargs, options, retry_of=job_id)
 
 
 @functools.lru_cache(maxsize=256)
@@ -324,9 +410,3 @@ def _delays_json(backoff: tuple[float, ...]) -> str | None:
     """A profile's retry delays as the record stores them, encoded once per profile
     rather than on every enqueue."""
     return json.dumps(backoff) if backoff else None
-
-
-def _with_queue(ps: ProfileSettings, queue: str) -> ProfileSettings:
-    from dataclasses import replace
-
-    return replace(ps, queue=queue)

@@ -1,8 +1,10 @@
 """Job records in Redis: creation, the state transitions, and reads.
 
-Every transition is one Lua script, so that two workers, a janitor and a cancel racing
-on the same job see one order of events: a job is claimed once per dispatch, finished
-once per claim, and a late finisher of a canceled or reaped attempt is ignored.
+This is the only Python code that reads or writes a job record (workflow records are
+``workflow_store.py``'s, on the same client and scripts). Every transition is one Lua
+script, so that two workers, a janitor and a cancel racing on the same job see one order
+of events: a job is claimed once per dispatch, finished once per claim, and a late
+finisher of a canceled or reaped attempt is ignored.
 """
 
 from __future__ import annotations
@@ -10,42 +12,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from taskrouter.errors import BackendUnavailable
 from taskrouter.keys import Keys
+from taskrouter.record import INDEXED
+from taskrouter.states import CancelStatus, ClaimStatus, FinishStatus, Outcome
 
 from .connection import PerProcess
-
-_SCRIPT_NAMES = (
-    "create",
-    "claim",
-    "finish",
-    "renew",
-    "take_due",
-    "cancel",
-    "reap",
-    "sweep",
-    "requeue_stale",
-    "requeue_held",
-)
-
-
-def _load_scripts() -> dict[str, str]:
-    lua = Path(__file__).with_name("lua")
-    common = (lua / "common.lua").read_text()
-    return {n: common + "\n" + (lua / f"{n}.lua").read_text() for n in _SCRIPT_NAMES}
-
-
-SCRIPTS = _load_scripts()
+from .errors import engine_errors
+from .scripts import SCRIPTS
 
 
 def now_ms() -> int:
@@ -60,22 +41,11 @@ def new_job_id() -> str:
     return f"{now_ms():012x}{uuid.uuid4().hex[:16]}"
 
 
-@contextmanager
-def redis_errors(component: str = "redis") -> Iterator[None]:
-    """Map redis-py connection errors to BackendUnavailable."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise BackendUnavailable(component, str(exc) or type(exc).__name__) from exc
-    except redis.ResponseError as exc:
-        if "LOADING" in str(exc) or "READONLY" in str(exc):
-            raise BackendUnavailable(component, str(exc)) from exc
-        raise
-
-
 @dataclass(frozen=True, slots=True)
 class Claim:
-    status: str  # ok | missing | finished | stale | duplicate
+    status: ClaimStatus
+    job_id: str = ""
+    token: str = ""
     task: str = ""
     payload: str = ""
     attempts: int = 0
@@ -84,24 +54,35 @@ class Claim:
     workflow_id: str = ""
     detail: str = ""
 
+    def retry_delay(self) -> float:
+        """Seconds before the next attempt after this one failed (the last value repeats)."""
+        if not self.delays:
+            return 0.0
+        return self.delays[min(self.attempts, len(self.delays)) - 1]
+
+
+Released = tuple[str, str, str, str, str]  # id, backend, queue, dispatch, profile
+
 
 class JobStore:
     """Job records of one key prefix on one Redis.
 
     The client is rebuilt in a forked child (RQ's work-horse, Celery's pool children):
     a connection pool inherited from a parent whose other threads held its lock at the
-    fork would deadlock the child on first use.
+    fork would deadlock the child on first use. ``clock`` gives "now" in ms to every
+    script (tests age records with it instead of sleeping).
     """
 
-    def __init__(self, url: str, keys: Keys) -> None:
+    def __init__(self, url: str, keys: Keys, *, clock: Callable[[], int] = now_ms) -> None:
         self.url = url
         self.keys = keys
+        self.clock = clock
         self._scripts: dict[str, Any] = {}
         self._clients = PerProcess(url, decode_responses=True, setup=self._register_scripts)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str) -> JobStore:
-        return cls(url, Keys(prefix))
+    def from_url(cls, url: str, prefix: str, *, clock: Callable[[], int] = now_ms) -> JobStore:
+        return cls(url, Keys(prefix), clock=clock)
 
     @property
     def client(self) -> Any:  # redis.Redis with decode_responses=True: str replies
@@ -110,15 +91,16 @@ class JobStore:
     def _register_scripts(self, client: redis.Redis) -> None:
         self._scripts = {n: client.register_script(t) for n, t in SCRIPTS.items()}
 
-    def _run(self, name: str, *args: Any) -> Any:
+    def run(self, name: str, *args: Any) -> Any:
+        """Run script ``name`` (EVALSHA, loading it again after a Redis restart)."""
         client = self.client
-        with redis_errors():
+        with engine_errors():
             return self._scripts[name](args=[self.keys.prefix, *args], client=client)
 
     # -- creation ---------------------------------------------------------------------
 
+    @staticmethod
     def create_args(
-        self,
         job_id: str,
         fields: Mapping[str, Any],
         *,
@@ -139,7 +121,7 @@ class JobStore:
 
     def create(self, args: Sequence[Any]) -> str:
         """Write a record (and take its idempotency key); returns the key's holder id."""
-        return str(self._run("create", *args))
+        return str(self.run("create", *args))
 
     def queue_create(self, pipe: Pipeline, args: Sequence[Any], *, cached: bool = False) -> None:
         """Add the record write to a pipeline or MULTI.
@@ -164,7 +146,7 @@ class JobStore:
         """Read the replies of a pipeline that ran ``queue_create`` first: False when the
         record was not written because Redis lost its script cache (NOSCRIPT; the
         commands after it ran all the same), True when every command succeeded. Any
-        other error is raised (connection errors as BackendUnavailable)."""
+        other error is raised (mapped by backends/errors.py)."""
         if isinstance(results[0], NoScriptError):
             return False
         JobStore.raise_failed(results)
@@ -172,32 +154,28 @@ class JobStore:
 
     @staticmethod
     def raise_failed(results: Sequence[Any]) -> None:
-        """Raise the first error among a pipeline's replies (connection errors as
-        BackendUnavailable)."""
+        """Raise the first error among a pipeline's replies, mapped."""
         for result in results:
             if isinstance(result, Exception):
-                with redis_errors():
+                with engine_errors():
                     raise result
 
     def load_create(self) -> str:
         """Put the create script in the server's script cache; returns its SHA1."""
         client = self.client
-        with redis_errors():
+        with engine_errors():
             return str(client.script_load(SCRIPTS["create"]))
 
     def delete(self, job_id: str, idempotency_key: str = "") -> None:
         """Undo a create whose engine enqueue failed."""
-        with redis_errors():
-            record = self.client.hgetall(self.keys.job(job_id))
+        key = self.keys.job(job_id)
+        with engine_errors():
+            record = self.client.hgetall(key)
             pipe = self.client.pipeline()
-            pipe.delete(self.keys.job(job_id))
-            for field in ("all", "state", "profile", "backend", "task"):
-                key = (
-                    self.keys.index()
-                    if field == "all"
-                    else self.keys.index(field, record.get(field, ""))
-                )
-                pipe.zrem(key, job_id)
+            pipe.delete(key)
+            pipe.zrem(self.keys.index(), job_id)
+            for field in INDEXED:
+                pipe.zrem(self.keys.index(field, record.get(field, "")), job_id)
             pipe.zrem(self.keys.expiry, job_id)
             pipe.zrem(self.keys.schedule, job_id)
             if idempotency_key:
@@ -208,30 +186,36 @@ class JobStore:
 
     def read(self, job_id: str) -> dict[str, str] | None:
         """The record, or None; one round trip."""
-        with redis_errors():
+        with engine_errors():
             record = self.client.hgetall(self.keys.job(job_id))
         return record or None
 
     def exists(self, job_id: str) -> bool:
-        with redis_errors():
+        with engine_errors():
             return bool(self.client.exists(self.keys.job(job_id)))
+
+    def fields(self, job_id: str, *names: str) -> list[str | None]:
+        """Some fields of a record (None where absent), in one round trip."""
+        with engine_errors():
+            return list(self.client.hmget(self.keys.job(job_id), names))
 
     # -- transitions ------------------------------------------------------------------
 
     def claim(
         self, job_id: str, dispatch: int | str, worker: str, token: str, lease_ms: int
     ) -> Claim:
-        r = self._run("claim", job_id, dispatch, worker, now_ms(), lease_ms, token)
+        r = self.run("claim", job_id, dispatch, worker, self.clock(), lease_ms, token)
         if r[0] != "ok":
-            return Claim(status=r[0], detail=r[1] if len(r) > 1 else "")
-        delays = tuple(json.loads(r[5])) if r[5] else ()
+            return Claim(status=r[0], job_id=job_id, detail=r[1] if len(r) > 1 else "")
         return Claim(
             status="ok",
+            job_id=job_id,
+            token=token,
             task=r[1],
             payload=r[2],
             attempts=int(r[3]),
             max_attempts=int(r[4]),
-            delays=delays,
+            delays=tuple(json.loads(r[5])) if r[5] else (),
             workflow_id=r[6],
         )
 
@@ -239,63 +223,90 @@ class JobStore:
         self,
         job_id: str,
         token: str,
-        outcome: str,
+        outcome: Outcome,
         value: str,
         *,
         due_ms: int = 0,
         history: Mapping[str, Any],
-    ) -> tuple[str, str]:
-        r = self._run(
-            "finish",
-            job_id,
-            token,
-            now_ms(),
-            outcome,
-            value,
-            due_ms,
-            json.dumps(history, separators=(",", ":")),
-        )
-        return r[0], r[1]
+    ) -> tuple[FinishStatus, str]:
+        """Record the end of the attempt holding ``token``: ("ok", new state), or
+        ("lost", state) when the attempt no longer owns the job."""
+        entry = json.dumps(history, separators=(",", ":"))
+        r = self.run("finish", job_id, token, self.clock(), outcome, value, due_ms, entry)
+        return cast(FinishStatus, r[0]), r[1]
 
     def renew(self, leases: Mapping[str, str], lease_ms: int) -> list[str]:
         """Extend the leases of {job_id: token}; returns the ids this process no longer owns."""
         if not leases:
             return []
         flat = [x for pair in leases.items() for x in pair]
-        return list(self._run("renew", now_ms(), lease_ms, *flat))
+        return list(self.run("renew", self.clock(), lease_ms, *flat))
 
-    def take_due(self, limit: int, grace_ms: int) -> list[tuple[str, str, str, str, str]]:
-        """Due jobs to send: (id, backend, queue, dispatch, profile)."""
-        flat = self._run("take_due", now_ms(), limit, grace_ms)
-        return [tuple(flat[i : i + 5]) for i in range(0, len(flat), 5)]  # type: ignore[misc]
+    def take_due(self, limit: int, grace_ms: int, engine: str) -> list[Released]:
+        """Due jobs of ``engine`` to send now: (id, backend, queue, dispatch, profile).
+        Due jobs of other engines are left, due, for their own senders."""
+        flat = self.run("take_due", self.clock(), limit, grace_ms, engine)
+        return [cast(Released, tuple(flat[i : i + 5])) for i in range(0, len(flat), 5)]
 
-    def dispatched(self, job_id: str) -> None:
-        with redis_errors():
-            self.client.zrem(self.keys.dispatching, job_id)
+    def dispatched(self, job_id: str, engine: str, pipe: Pipeline | None = None) -> None:
+        """A job taken by take_due reached its engine: it needs no resend (on ``pipe``,
+        with the send, when given)."""
+        if pipe is not None:
+            pipe.zrem(self.keys.dispatching(engine), job_id)
+            return
+        with engine_errors():
+            self.client.zrem(self.keys.dispatching(engine), job_id)
 
-    def cancel(self, job_id: str) -> list[str]:
-        return list(self._run("cancel", job_id, now_ms()))
+    def due_now(self, job_id: str, engine: str) -> None:
+        """Make a job taken by take_due due again at once, for its engine's senders (this
+        process cannot reach that engine)."""
+        with engine_errors():
+            self.client.zadd(self.keys.dispatching(engine), {job_id: self.clock()}, xx=True)
+
+    def cancel(self, job_id: str) -> tuple[CancelStatus, str, str, int]:
+        """Cancel a job: (status, state before or when finished, backend, dispatch)."""
+        r = list(self.run("cancel", job_id, self.clock()))
+        if r[0] != "ok":
+            return cast(CancelStatus, r[0]), r[1] if len(r) > 1 else "", "", 0
+        return "ok", r[1], r[2], int(r[3] or 1)
 
     def reap(self, limit: int = 100) -> list[tuple[str, str]]:
         """Fail or retry jobs whose lease lapsed: (id, outcome)."""
-        flat = self._run("reap", now_ms(), limit)
+        flat = self.run("reap", self.clock(), limit)
         return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def requeue_stale(self, older_than_s: float, limit: int = 200) -> list[str]:
         """Give Celery jobs queued longer than ``older_than_s`` a new dispatch (see
-        requeue_stale.lua); the janitor's pump sends them."""
-        return list(self._run("requeue_stale", now_ms(), int(older_than_s * 1000), limit))
+        requeue_stale.lua); their engine's senders send them."""
+        return list(self.run("requeue_stale", self.clock(), int(older_than_s * 1000), limit))
 
     def requeue_held(self, held: Sequence[tuple[str, int]]) -> list[str]:
         """Give each still-queued Celery job of ``held`` (job id, dispatch: messages a
-        worker reserved) a new dispatch now (see requeue_held.lua); the pump sends them."""
+        worker reserved) a new dispatch now (see requeue_held.lua)."""
         if not held:
             return []
-        return list(self._run("requeue_held", now_ms(), *[x for pair in held for x in pair]))
+        return list(self.run("requeue_held", self.clock(), *[x for pair in held for x in pair]))
 
     def sweep(self, limit: int = 500) -> int:
         """Drop index entries of records that have expired; returns how many jobs."""
-        return int(self._run("sweep", now_ms(), limit))
+        return int(self.run("sweep", self.clock(), limit))
+
+    def next_attempt(self, job_id: str, *, limited: bool, fallback_ms: int) -> tuple[int, int]:
+        """(when the next attempt of a canvas member may start, ms; its dispatch number).
+
+        After a failed attempt finish.lua scheduled the retry ``fallback_ms`` late (the
+        canvas brings the retry itself; the schedule is a fallback). After a claim over
+        a global limit, claim.lua scheduled it for when the limit allows: that becomes
+        the late fallback, as for a retry (XX: unless already taken off)."""
+        key = self.keys.job(job_id)
+        with engine_errors():
+            due_raw, dispatch = self.client.hmget(key, "due_at", "dispatch")
+            due = int(due_raw or 0)
+            if limited:
+                self.client.zadd(self.keys.schedule, {job_id: due + fallback_ms}, xx=True)
+            else:
+                due -= fallback_ms
+        return due, int(dispatch or 1)
 
     def publish_limits(
         self, limits: Mapping[str, tuple[int | None, int | None, float | None]]
@@ -303,7 +314,7 @@ class JobStore:
         """Write each profile's global limits (concurrency, rate count, rate window s),
         which claim and take_due enforce; a profile without limits has its entry removed."""
         client = self.client
-        with redis_errors():
+        with engine_errors():
             pipe = client.pipeline(transaction=False)
             for profile, (cap, count, per) in limits.items():
                 key = self.keys.limits(profile)
@@ -319,33 +330,25 @@ class JobStore:
             pipe.execute()
 
     def ping(self) -> None:
-        with redis_errors():
+        with engine_errors():
             self.client.ping()
 
     def close(self) -> None:
         self._clients.close()
 
 
-class WorkerRegistry:
-    """Worker heartbeats: who is alive, per engine."""
-
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
-
-    def beat(self, engine: str, name: str) -> None:
-        with redis_errors():
-            self.store.client.zadd(self.store.keys.workers, {f"{engine}|{name}": now_ms()})
-
-    def leave(self, engine: str, name: str) -> None:
-        with redis_errors():
-            self.store.client.zrem(self.store.keys.workers, f"{engine}|{name}")
-
-    def alive(self, engine: str | None = None, within_ms: int = 15_000) -> list[str]:
-        """Names of workers (of one engine, or all as "engine|name") seen lately."""
-        with redis_errors():
-            members = self.store.client.zrange(
-                self.store.keys.workers, now_ms() - within_ms, "+inf", byscore=True
-            )
-        if engine is None:
-            return list(members)
-        return [m.split("|", 1)[1] for m in members if m.startswith(engine + "|")]
+def delete_prefix(url: str, prefix: str) -> int:
+    """Delete every key of a key prefix: taskrouter's (``<prefix>:``) and, for a custom
+    prefix, the engines' (``<prefix>-rq:``, ``<prefix>-celery:``). Returns how many. For
+    test runs, benchmarks and the demo on a shared Redis; never a FLUSHDB."""
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    try:
+        with engine_errors():
+            for pattern in (f"{prefix}:*", f"{prefix}-rq:*", f"{prefix}-celery:*"):
+                batch = list(client.scan_iter(match=pattern, count=1000))
+                for i in range(0, len(batch), 500):
+                    deleted += int(client.delete(*batch[i : i + 500]))
+    finally:
+        client.close()
+    return deleted

@@ -2,24 +2,14 @@
 reading, canceling, and catching up on members whose finish was never counted.
 
 Every member is a job with its own record; the workflow record (``Keys.workflow``) holds
-the kind, the member ids in order and the aggregate. The state machine is in
-``lua/wf_*.lua``:
-
-- ``wf_create``: all member records and the workflow record at once. Members that wait
-  for nothing are ``queued`` (and in the dispatching set until sent); the others are
-  ``scheduled``, waiting for a dependency, with no engine message anywhere.
-- ``wf_done``: a member finished. It is counted once; when it was a dependent's last
-  dependency, the dependent gets its input (results spliced into its payload) and, in
-  per-step mode, is flipped to ``queued`` and put in the dispatching set in the same
-  script, then sent by the caller. A crash between the flip and the send leaves it to the
-  janitor's pump, exactly as a due retry. A member that failed or was canceled ends every
-  member waiting for it (see ``wf_done.lua``), and the last member ends the workflow.
-- ``wf_arrive`` / ``wf_continue``: the two checks of a native Celery canvas member
-  (``celery_canvas.py``).
+the kind, the member ids in order and the aggregate (``workflow_store.py`` reads and
+writes both, through ``lua/wf_*.lua``). A member made runnable by another's end is sent
+by the process that counted that end when it can reach the member's engine, else left
+due for that engine's own workers (the ``dispatching`` set they pump).
 
 Members counted by nobody (a worker died between finishing a job and counting it; a job
 the janitor failed after its worker died; a member canceled on its own) are caught up by
-``sweep()``, which the janitor runs, and by any reader of the workflow.
+``sweep()``, which every worker's janitor duties run, and by any reader of the workflow.
 """
 
 from __future__ import annotations
@@ -28,8 +18,6 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskrouter import codec
@@ -42,14 +30,17 @@ from taskrouter.errors import (
     PolicyError,
     PolicyProblem,
     TaskrouterError,
+    WorkflowNotFound,
 )
 from taskrouter.job import JobSource
 from taskrouter.registry import lookup
-from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL
+from taskrouter.settings import CANVAS_FALLBACK, CATCH_UP_AFTER, DISPATCH_GRACE, UNFINISHED_TTL
 from taskrouter.states import FINISHED
-from taskrouter.workflow import Node, Plan, Workflow, WorkflowNotFound, plan
+from taskrouter.workflow import Node
+from taskrouter.workflow_handle import Workflow
+from taskrouter.workflow_plan import Plan, plan
 
-from .store import JobStore, new_job_id, now_ms, redis_errors
+from .store import new_job_id
 
 if TYPE_CHECKING:
     from taskrouter.derive import ProfileSettings
@@ -58,38 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("taskrouter.workflows")
 
-# A step of a native Celery canvas whose Celery message has not come this long after it
-# could run (its predecessors finished, or its retry countdown passed) is presumed lost
-# with a worker that died mid-canvas: the router's schedule then sends it itself. Long
-# enough that a busy queue rarely triggers it; a copy sent early is harmless anyway
-# (claim.lua runs one of them), it only costs the canvas's own continuation.
-CANVAS_FALLBACK_MS = 120_000
-# A finished member that nobody counted this long after it finished is caught up by a
-# reader; the worker that ran it normally counts it within milliseconds.
-CATCH_UP_AFTER_MS = 2_000
-
-_SCRIPT_NAMES = ("wf_create", "wf_done", "wf_arrive", "wf_continue", "wf_cancel")
+CANVAS_FALLBACK_MS = int(CANVAS_FALLBACK * 1000)
+CATCH_UP_AFTER_MS = int(CATCH_UP_AFTER * 1000)
 _ID_RE = re.compile(r"@(\d+)")
-
-
-def _load_scripts() -> dict[str, str]:
-    lua = Path(__file__).with_name("lua")
-    lib = (lua / "common.lua").read_text() + "\n" + (lua / "wf_common.lua").read_text()
-    return {n: lib + "\n" + (lua / f"{n}.lua").read_text() for n in _SCRIPT_NAMES}
-
-
-SCRIPTS = _load_scripts()
-_scripts: dict[str, Any] = {}  # redis-py Script objects, made once per process
-
-
-def _run(store: JobStore, name: str, *args: Any) -> Any:
-    client = store.client
-    script = _scripts.get(name)
-    if script is None:
-        script = _scripts[name] = client.register_script(SCRIPTS[name])
-    with redis_errors():
-        # EVALSHA, loading the script on a NOSCRIPT reply (a restarted Redis).
-        return script(args=[store.keys.prefix, *args], client=client)
+_WHERE = {"fork": "RQ", "io": "Celery's I/O lane", "prefork": "Celery"}
 
 
 # -- creation ---------------------------------------------------------------------------
@@ -106,7 +69,7 @@ def enqueue(runtime: Runtime, node: Node) -> Workflow:
     workflow_id = new_job_id()
     ids = [new_job_id() for _ in steps.steps]
     members = _member_fields(steps, ids, settings, mode, workflow_id)
-    now = now_ms()
+    now = runtime.store.clock()
     record = {
         "id": workflow_id,
         "kind": steps.kind,
@@ -128,17 +91,15 @@ def enqueue(runtime: Runtime, node: Node) -> Workflow:
     args += _flat(record)
     for fields in members:
         args += [fields["id"], *_flat(fields)]
-    _run(runtime.store, "wf_create", *args)
+    runtime.workflows.create(args)
     service = WorkflowService(runtime)
     try:
         if mode == "celery":
-            from . import celery_canvas
-
-            celery_canvas.send(runtime, node, ids, settings)
+            runtime.canvas_backend().send_canvas(node, ids, settings)
         else:
             _send_entries(runtime, members, settings)
     except BackendUnavailable:
-        service.delete(workflow_id, ids)
+        runtime.workflows.delete(workflow_id, ids)
         raise
     strings = [{k: str(v) for k, v in f.items()} for f in members]
     return Workflow.from_records({k: str(v) for k, v in record.items()}, strings, service)
@@ -155,10 +116,10 @@ def _check_celery_queues(runtime: Runtime, settings: Sequence[ProfileSettings]) 
             policy.path,
             policy.profiles[ps.profile].line,
             f"profiles.{ps.profile}",
-            f"routes to RQ, so no Celery worker consumes its queue {ps.queue!r}, but "
-            "routing.workflows: celery runs every workflow member on Celery: give the "
-            "profile a workflow shape (shape: chain, group or chord) or backend: celery, "
-            "or set routing.workflows: per-step",
+            f"routes to {_WHERE[ps.lane]}, so no Celery prefork worker consumes its queue "
+            f"{ps.queue!r}, but routing.workflows: celery runs every workflow member in "
+            "Celery's prefork lane: give the profile a workflow shape (shape: chain, group "
+            "or chord) or backend: celery, or set routing.workflows: per-step",
         )
         for ps in {s.profile: s for s in settings}.values()
         if ps.queue not in served
@@ -238,12 +199,12 @@ def _send_entries(
         if fields["state"] != "queued":
             continue
         try:
-            runtime.backends[ps.backend].send(fields["id"], 1, ps, redispatch=True)
+            runtime.send(fields["id"], 1, ps, redispatch=True)
         except BackendUnavailable:
             if not sent:
                 raise  # nothing started: undo the whole workflow
-            # Some members run already; the rest are in the dispatching set.
-            log.warning("workflow member %s left to the janitor's pump", fields["id"])
+            # Some members run already; the rest are due for their engines' senders.
+            log.warning("workflow member %s left to its engine's workers", fields["id"])
         else:
             sent += 1
 
@@ -251,83 +212,29 @@ def _send_entries(
 # -- members finishing ----------------------------------------------------------------------
 
 
-def on_member_finished(
-    store: JobStore, job_id: str, workflow_id: str, state: str, value: str
-) -> None:
-    """A member job of ``workflow_id`` ended in ``state`` (result or error JSON in value).
-
-    Called by the worker that ran it (backends/execute.py), after its record says so.
-    """
-    from taskrouter._runtime import current
-
-    count_finished(current(), job_id)
-
-
 def count_finished(runtime: Runtime, job_id: str) -> int:
     """Count a finished member (once, whoever asks) and send what it made runnable."""
-    flat = _run(
-        runtime.store, "wf_done", job_id, now_ms(), DISPATCH_GRACE * 1000, CANVAS_FALLBACK_MS
-    )
-    released = [tuple(flat[i : i + 5]) for i in range(0, len(flat), 5)]
-    for member_id, backend, queue, dispatch, profile in released:
-        _send_released(runtime, member_id, backend, queue, int(dispatch), profile)
+    released = runtime.workflows.done(job_id, int(DISPATCH_GRACE * 1000), CANVAS_FALLBACK_MS)
+    for member in released:
+        runtime.send_released(*member)
     return len(released)
-
-
-def _send_released(
-    runtime: Runtime, job_id: str, backend: str, queue: str, dispatch: int, profile: str
-) -> None:
-    ps = runtime.derived.profiles.get(profile)
-    if ps is None or backend not in runtime.backends:
-        # Still in the dispatching set: a process whose policy knows it sends it.
-        log.error("workflow member %s: profile %r unknown to this policy", job_id, profile)
-        return
-    if ps.queue != queue:
-        ps = replace(ps, queue=queue)
-    try:
-        runtime.backends[backend].send(job_id, dispatch, ps, redispatch=True)
-    except BackendUnavailable as exc:
-        log.warning("workflow member %s left to the janitor's pump: %s", job_id, exc)
 
 
 def sweep(runtime: Runtime, limit: int = 100) -> int:
     """Count members that finished without being counted, in up to ``limit`` running
-    workflows; returns how many. The janitor runs this every pass."""
-    store = runtime.store
-    with redis_errors():
-        # A random sample each pass: every running workflow is looked at sooner or later,
-        # however many there are, with no cursor to share between janitors.
-        sample = store.client.zrandmember(store.keys.active_workflows, limit) or []
+    workflows; returns how many."""
     caught = 0
-    for workflow_id in sample:
-        members = _member_states(store, workflow_id)
+    for workflow_id in runtime.workflows.sample_active(limit):
+        members = runtime.workflows.member_states(workflow_id)
         if members is None:  # its record expired unfinished
-            with redis_errors():
-                store.client.zrem(store.keys.active_workflows, workflow_id)
+            runtime.workflows.forget_active(workflow_id)
             continue
         caught += _catch_up(runtime, members, older_than_ms=CATCH_UP_AFTER_MS)
     return caught
 
 
-def _member_states(store: JobStore, workflow_id: str) -> list[dict[str, str]] | None:
-    with redis_errors():
-        raw = store.client.hget(store.keys.workflow(workflow_id), "members")
-        if raw is None:
-            return None
-        ids = json.loads(raw)
-        pipe = store.client.pipeline(transaction=False)
-        for member_id in ids:
-            pipe.hmget(store.keys.job(member_id), "state", "wf_counted", "finished_at")
-        rows = pipe.execute()
-    fields = ("state", "wf_counted", "finished_at")
-    return [
-        {"id": i, **{f: v or "" for f, v in zip(fields, row, strict=True)}}
-        for i, row in zip(ids, rows, strict=True)
-    ]
-
-
 def _catch_up(runtime: Runtime, members: Sequence[Mapping[str, str]], older_than_ms: int) -> int:
-    now = now_ms()
+    now = runtime.store.clock()
     caught = 0
     for m in members:
         if (
@@ -344,7 +251,7 @@ def _catch_up(runtime: Runtime, members: Sequence[Mapping[str, str]], older_than
 
 
 class WorkflowService:
-    """The WorkflowSource of router.workflow.Workflow, over one runtime."""
+    """The WorkflowSource of taskrouter.workflow_handle.Workflow, over one runtime."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -353,25 +260,10 @@ class WorkflowService:
     def jobs(self) -> JobSource:
         return self.runtime
 
-    def read_raw(self, workflow_id: str) -> tuple[dict[str, str], list[dict[str, str]]] | None:
-        store = self.runtime.store
-        with redis_errors():
-            record = store.client.hgetall(store.keys.workflow(workflow_id))
-            if not record:
-                return None
-            ids = json.loads(record.get("members") or "[]")
-            pipe = store.client.pipeline(transaction=False)
-            for member_id in ids:
-                pipe.hgetall(store.keys.job(member_id))
-            found = pipe.execute()
-        # A member whose record expired reads as an empty state, not as a missing member.
-        gone = {"state": "", "workflow_id": workflow_id}
-        return record, [m or {"id": i, **gone} for i, m in zip(ids, found, strict=True)]
-
     def read_workflow(
         self, workflow_id: str
     ) -> tuple[Mapping[str, str], Sequence[Mapping[str, str]]] | None:
-        records = self.read_raw(workflow_id)
+        records = self.runtime.workflows.read(workflow_id)
         # A reader helps a workflow along whose member finished uncounted (its worker died
         # in between): counting is idempotent, so this never double-starts anything.
         if (
@@ -379,7 +271,7 @@ class WorkflowService:
             and records[0].get("state") not in FINISHED
             and _catch_up(self.runtime, records[1], older_than_ms=CATCH_UP_AFTER_MS)
         ):
-            records = self.read_raw(workflow_id)
+            records = self.runtime.workflows.read(workflow_id)
         return records
 
     def get(self, workflow_id: str) -> Workflow:
@@ -391,7 +283,7 @@ class WorkflowService:
     def cancel_workflow(self, workflow_id: str) -> None:
         """Cancel every member not yet finished; a running one is stopped by its engine."""
         runtime = self.runtime
-        r = _run(runtime.store, "wf_cancel", workflow_id, now_ms())
+        r = runtime.workflows.cancel(workflow_id)
         if r[0] == "missing":
             raise WorkflowNotFound(workflow_id)
         if r[0] == "finished":
@@ -406,51 +298,20 @@ class WorkflowService:
 
     def _cancel_member(self, job_id: str, *, canvas: bool) -> None:
         runtime = self.runtime
-        before = runtime.store.read(job_id) or {}
+        state, dispatch = runtime.store.fields(job_id, "state", "dispatch")
         try:
             runtime.cancel_job(job_id)
         except (JobNotFound, JobStateConflict):
             return  # finished meanwhile (or expired): nothing to stop
-        if canvas and before.get("state") == "running" and before.get("dispatch", "1") != "1":
+        if canvas and state == "running" and (dispatch or "1") != "1":
             # A canvas member keeps its first Celery task id through Celery's own retries,
             # while cancel_job revoked the id of its dispatch: stop it under its real id.
             try:
-                runtime.celery.stop(job_id, 1, running=True)
+                runtime.backend("celery").stop(job_id, 1, running=True)
             except TaskrouterError as exc:
                 log.warning("workflow member %s: celery revoke failed: %s", job_id, exc)
-
-    def delete(self, workflow_id: str, ids: Sequence[str]) -> None:
-        """Undo a workflow whose start failed before anything ran."""
-        store = self.runtime.store
-        for member_id in ids:
-            store.delete(member_id)
-        with redis_errors():
-            store.client.delete(store.keys.workflow(workflow_id))
-            store.client.zrem(store.keys.active_workflows, workflow_id)
 
 
 def get(runtime: Runtime, workflow_id: str) -> Workflow:
     """The workflow ``workflow_id``; WorkflowNotFound if it was never issued."""
     return WorkflowService(runtime).get(workflow_id)
-
-
-# -- the two checks of a native Celery canvas member (celery_canvas.py) ------------------------
-
-
-def arrive(store: JobStore, job_id: str, dispatch: int) -> tuple[str, ...]:
-    """Make a canvas member's delivered dispatch claimable (see wf_arrive.lua)."""
-    return tuple(_run(store, "wf_arrive", job_id, dispatch, now_ms()))
-
-
-def may_continue(store: JobStore, job_id: str) -> tuple[bool, str, dict[str, Any] | None]:
-    """(first to continue the canvas, member state, error) (see wf_continue.lua)."""
-    r = _run(store, "wf_continue", job_id)
-    error = json.loads(r[2]) if len(r) > 2 and r[2] else None
-    return bool(int(r[0])), str(r[1]), error
-
-
-def dependencies(store: JobStore, job_id: str) -> list[str]:
-    """The members whose results a member waits for."""
-    with redis_errors():
-        template = store.client.hget(store.keys.job(job_id), "wf_input") or ""
-    return re.findall(r"@(\w+)", template)

@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from taskrouter import task  # noqa: E402
+from taskrouter.backends.store import delete_prefix  # noqa: E402
 from taskrouter.services.processes import cli_command  # noqa: E402
 
 POLICY = """\
@@ -210,18 +211,6 @@ def wait_http(host: str, port: int, proc: subprocess.Popen[bytes], timeout: floa
             pass
         time.sleep(0.05)
     raise SystemExit(f"the API did not answer within {timeout} s")
-
-
-def delete_prefix(url: str, prefix: str) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    deleted = 0
-    for pattern in (f"{prefix}:*", f"{prefix}-rq:*", f"{prefix}-celery:*"):
-        batch = list(client.scan_iter(match=pattern, count=1000))
-        for i in range(0, len(batch), 500):
-            deleted += client.delete(*batch[i : i + 500])
-    return deleted
 
 
 def precreate(env: dict[str, str], count: int) -> list[str]:

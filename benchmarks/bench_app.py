@@ -116,7 +116,7 @@ def raw_celery_app(like: Any = None) -> Any:
     from celery import Celery
 
     if like is None:
-        from taskrouter.backends.celery_backend import make_app
+        from taskrouter.backends.celery_app import make_app
         from taskrouter.derive import derive
         from taskrouter.policy_file import load_policy
         from taskrouter.settings import Settings
@@ -144,7 +144,7 @@ def raw_celery_app(like: Any = None) -> Any:
 
 
 def _run_raw_celery(queue: str) -> int:
-    from taskrouter.backends.celery_backend import is_redis_url
+    from taskrouter.backends.celery_app import is_redis_url
     from taskrouter.derive import derive, prefetch_multiplier
     from taskrouter.policy_file import load_policy
     from taskrouter.settings import Settings

@@ -15,16 +15,8 @@ from .errors import (
 )
 from .job import Job
 from .registry import Task, task
-from .workflow import (
-    Signature,
-    Workflow,
-    WorkflowFailed,
-    WorkflowNotFound,
-    chain,
-    chord,
-    get_workflow,
-    group,
-)
+from .workflow import Signature, WorkflowFailed, WorkflowNotFound, chain, chord, get_workflow, group
+from .workflow_handle import Workflow
 
 __all__ = [
     "BackendUnavailable",

@@ -1,4 +1,5 @@
-"""The process-wide runtime, built on first use so that importing router/ opens nothing."""
+"""The process-wide runtime, built on first use so that importing taskrouter opens
+nothing. It is router/'s only way to the engines (``ports.RuntimePort``)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Every number a worker or an adapter needs comes from here, so ``taskrouter policy
 explain`` shows exactly what runs. Per profile:
 
-- ``backend``, ``rule``, ``reason``: from ``router.classify``.
+- ``backend``, ``lane``, ``rule``, ``reason``: from ``router.classify``.
 - ``queue``: the profile's ``queue``, else its name.
 - ``soft_time_limit`` = ``timeout``. Celery raises SoftTimeLimitExceeded inside the task,
   so the task can clean up; the job fails with a timeout error.
@@ -23,6 +23,14 @@ explain`` shows exactly what runs. Per profile:
   sub-second tasks keep 4, which saves a broker round trip per task.
 - ``concurrency`` and ``rate_limit``: copied; they are global caps enforced by
   taskrouter across every worker of both engines, not per-worker engine settings.
+
+The I/O lane (``lane: io``, a Celery worker with a threads pool and an event loop)
+acknowledges each message when the job starts and keeps the job safe through its lease,
+so its profiles hold no unacknowledged message while they run: the visibility window
+below is derived from the prefork lane's profiles only. A lane worker's per-process
+concurrency is the sum, over the profiles it serves, of each profile's global
+``concurrency`` cap, or ``IO_CONCURRENCY`` for a profile without one (at most
+``IO_MAX_CONCURRENCY``); ``--concurrency`` overrides it.
 
 Once per policy, the Celery visibility timeout. Celery's Redis broker (kombu) re-delivers
 any message that is not acknowledged within this window, so a task that is still
@@ -52,7 +60,7 @@ from dataclasses import dataclass
 from taskrouter.classify import Rule, classify
 from taskrouter.durations import format_duration
 from taskrouter.errors import PolicyError, PolicyProblem
-from taskrouter.policy import Engine, Policy, Profile, RateLimit, Retries
+from taskrouter.policy import LANE_ENGINE, Engine, Lane, Policy, Profile, RateLimit, Retries
 
 GRACE_FRACTION = 0.1
 GRACE_MIN = 5.0
@@ -66,6 +74,8 @@ MESSAGES_PER_PROCESS = 2  # the running one and one prefetched behind it
 VISIBILITY_MARGIN_FRACTION = 0.1
 VISIBILITY_MARGIN_MIN = 60.0
 VISIBILITY_FLOOR = 300
+IO_CONCURRENCY = 1000  # calls in flight per lane process for a profile with no global cap
+IO_MAX_CONCURRENCY = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,7 @@ class ProfileSettings:
 
     profile: str
     backend: Engine
+    lane: Lane
     rule: Rule
     reason: str
     queue: str
@@ -134,7 +145,7 @@ def derive(policy: Policy) -> Derived:
     Raises PolicyError when ``routing.celery_visibility_timeout`` is too short for a
     Celery-routed profile (load_policy already refuses such a file).
     """
-    problems = visibility_problems(policy)
+    problems = lane_problems(policy) + visibility_problems(policy)
     if problems:
         raise PolicyError(problems)
     settings = {name: _settings(policy, profile) for name, profile in policy.profiles.items()}
@@ -148,6 +159,7 @@ def _settings(policy: Policy, profile: Profile) -> ProfileSettings:
     return ProfileSettings(
         profile=profile.name,
         backend=decision.backend,
+        lane=decision.lane,
         rule=decision.rule,
         reason=decision.reason,
         queue=profile.queue or profile.name,
@@ -164,8 +176,35 @@ def _settings(policy: Policy, profile: Profile) -> ProfileSettings:
 
 
 def celery_profiles(policy: Policy) -> list[Profile]:
-    """The profiles of ``policy`` that classify routes to Celery, in file order."""
-    return [p for p in policy.profiles.values() if classify(p, policy.routing).backend == "celery"]
+    """The profiles of ``policy`` that hold a Celery message while they run (Celery's
+    prefork lane; the I/O lane acknowledges at start), in file order."""
+    return [p for p in policy.profiles.values() if classify(p, policy.routing).lane == "prefork"]
+
+
+def lane_problems(
+    policy: Policy, lines: Mapping[str, int | None] | None = None
+) -> list[PolicyProblem]:
+    """One problem per profile whose queue another profile uses in another lane of the
+    same engine (Celery's prefork and I/O lanes): the queue's worker could serve only one
+    of them. An RQ queue and a Celery queue of one name are different queues."""
+    first: dict[tuple[str, str], tuple[str, Lane]] = {}
+    problems = []
+    for profile in policy.profiles.values():
+        queue, lane = profile.queue or profile.name, classify(profile, policy.routing).lane
+        other = first.setdefault((queue, LANE_ENGINE[lane]), (profile.name, lane))
+        if other[1] != lane:
+            line = lines.get(profile.name) if lines is not None else profile.line
+            problems.append(
+                PolicyProblem(
+                    policy.path,
+                    line,
+                    f"profiles.{profile.name}.queue",
+                    f"queue {queue!r} is used in the {other[1]} lane by profile {other[0]!r} "
+                    f"and in the {lane} lane by this one; a worker serves one lane: give "
+                    "this profile a queue of its own",
+                )
+            )
+    return problems
 
 
 def visibility_problems(
@@ -256,28 +295,42 @@ def _visibility_window(policy: Policy, settings: Mapping[str, ProfileSettings]) 
 
 
 def prefetch_multiplier(derived: Derived, queues: Iterable[str]) -> int:
-    """The Celery prefetch multiplier for a worker consuming ``queues``.
+    """The Celery prefetch multiplier for a prefork worker consuming ``queues``.
 
-    1 when any Celery-routed profile on those queues is long_running, else 4.
+    1 when any prefork profile on those queues is long_running, else 4.
     """
     wanted = set(queues)
     long_running = any(
         s.long_running
         for s in derived.profiles.values()
-        if s.backend == "celery" and s.queue in wanted
+        if s.lane == "prefork" and s.queue in wanted
     )
     return PREFETCH_LONG if long_running else PREFETCH_SHORT
 
 
+def io_concurrency(derived: Derived, queues: Iterable[str]) -> int:
+    """Calls in flight per I/O lane process consuming ``queues`` (see the docstring)."""
+    wanted = set(queues)
+    served = [s for s in derived.profiles.values() if s.lane == "io" and s.queue in wanted]
+    total = sum(s.concurrency or IO_CONCURRENCY for s in served) or IO_CONCURRENCY
+    return min(total, IO_MAX_CONCURRENCY)
+
+
+def lane_queues(derived: Derived, lane: Lane) -> list[str]:
+    """The queue names a lane's workers consume, sorted, each once."""
+    return sorted({s.queue for s in derived.profiles.values() if s.lane == lane})
+
+
 def celery_queues(derived: Derived) -> list[str]:
-    """The queue names Celery workers consume, sorted, each once."""
-    return _queues(derived, "celery")
+    """The queue names Celery's prefork workers consume (not the I/O lane's)."""
+    return lane_queues(derived, "prefork")
 
 
 def rq_queues(derived: Derived) -> list[str]:
     """The queue names RQ workers consume, sorted, each once."""
-    return _queues(derived, "rq")
+    return lane_queues(derived, "fork")
 
 
-def _queues(derived: Derived, engine: Engine) -> list[str]:
+def engine_queues(derived: Derived, engine: Engine) -> list[str]:
+    """Every queue of an engine, whatever the lane (queue depths, tools)."""
     return sorted({s.queue for s in derived.profiles.values() if s.backend == engine})

@@ -5,19 +5,32 @@
     ├── PayloadError           an argument or result the codec cannot encode (also a TypeError)
     ├── TaskNotRegistered      a task name that no @task registered
     ├── JobNotFound            a job id that was never issued, or whose record expired
+    │   └── WorkflowNotFound   the same, for a workflow id
     ├── JobFailed              the job ended failed or canceled; carries the remote error
+    │   └── WorkflowFailed     a workflow ended failed or canceled; names the member
     ├── JobTimeout             wait() gave up before the job finished (also a TimeoutError)
     ├── JobStateConflict       the job is not in a state that allows the operation
+    ├── InvalidQuery           a listing's filter, limit or cursor is not usable (a ValueError)
+    ├── DescriptionError       a JSON description of a workflow is invalid (a ValueError)
+    ├── RefusedJob             an engine message names something taskrouter does not run
     ├── BackendUnavailable     Redis, the Celery broker or an engine cannot be reached
+    │   └── StorageFull        Redis refuses writes: it reached maxmemory
+    ├── BackendError           Redis or an engine refused a command for another reason
     └── ServerError            the embedded Redis server cannot be started or is too old
 
+    MemberFailed               (not a TaskrouterError) raised inside a native Celery canvas
+                               member so that Celery stops the chain or fails the chord
+
 Engine exceptions (redis, kombu, celery, rq) never leak out of ``backends/``: each is
-mapped to one of these and raised ``from`` the original.
+mapped to one of these by the table in ``backends/errors.py`` and raised ``from`` the
+original.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class TaskrouterError(Exception):
@@ -67,6 +80,14 @@ class JobNotFound(TaskrouterError, LookupError):
         super().__init__(f"job {job_id!r} not found")
 
 
+class WorkflowNotFound(JobNotFound):
+    """Raised when a workflow id was never issued, or its record has expired."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(workflow_id)
+        self.args = (f"workflow {workflow_id!r} not found",)
+
+
 class JobFailed(TaskrouterError):
     """Raised by Job.wait() when the job ended failed or canceled."""
 
@@ -78,12 +99,68 @@ class JobFailed(TaskrouterError):
         super().__init__(f"job {job_id} {state}: {error_type}: {message}")
 
 
+class WorkflowFailed(JobFailed):
+    """Raised by Workflow.wait() when the workflow failed or was canceled.
+
+    ``job_id``, ``type`` and ``message`` are those of the member that failed first;
+    ``result`` holds what the workflow produced anyway (a group's partial results).
+    """
+
+    def __init__(
+        self,
+        workflow_id: str,
+        state: str,
+        error: Mapping[str, Any],
+        result: Any = None,
+    ) -> None:
+        super().__init__(
+            str(error.get("job_id") or workflow_id),
+            state,
+            str(error.get("type", "")),
+            str(error.get("message", "")),
+        )
+        self.workflow_id = workflow_id
+        self.member = str(error.get("member", ""))
+        self.result = result
+
+    def __str__(self) -> str:
+        head = f"workflow {self.workflow_id} {self.state}"
+        if not self.member:
+            return f"{head}: {self.message}"
+        if self.type == "Canceled":
+            return f"{head}: {self.member} was canceled"
+        return f"{head}: {self.member} failed: {self.type}: {self.message}"
+
+
 class JobTimeout(TaskrouterError, TimeoutError):
     """Raised by Job.wait() when the job has not finished within the timeout."""
 
 
 class JobStateConflict(TaskrouterError):
     """Raised when an operation does not fit the job's state (cancel a finished job...)."""
+
+
+class InvalidQuery(TaskrouterError, ValueError):
+    """Raised when a listing's filter, limit or cursor is not usable."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(f"{name}: {message}")
+
+
+class DescriptionError(TaskrouterError, ValueError):
+    """Raised when a JSON description of a workflow is invalid; ``loc`` locates the part
+    (``("steps", 2, "task")``)."""
+
+    def __init__(self, loc: tuple[str | int, ...], problem: str) -> None:
+        self.loc = loc
+        self.problem = problem
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        super().__init__(f"workflow{where}: {problem}")
+
+
+class RefusedJob(TaskrouterError):
+    """Raised when an engine message names anything but a task taskrouter runs."""
 
 
 class BackendUnavailable(TaskrouterError, ConnectionError):
@@ -95,5 +172,32 @@ class BackendUnavailable(TaskrouterError, ConnectionError):
         super().__init__(f"{component} unavailable: {detail}")
 
 
+class StorageFull(BackendUnavailable):
+    """Raised when Redis refuses a write because it reached its maxmemory limit."""
+
+    def __init__(self, component: str, detail: str) -> None:
+        super().__init__(component, detail)
+        self.args = (
+            f"{component} is out of memory (maxmemory reached, writes refused): {detail}; "
+            "free memory, shorten keep_results, or raise maxmemory",
+        )
+
+
+class BackendError(TaskrouterError):
+    """Raised when Redis or an engine refused a command for a reason other than being
+    unreachable or full (a wrong key type, a script error)."""
+
+    def __init__(self, component: str, detail: str) -> None:
+        self.component = component
+        self.detail = detail
+        super().__init__(f"{component} refused a command: {detail}")
+
+
 class ServerError(TaskrouterError):
     """Raised when the embedded Redis-compatible server cannot be started or is unusable."""
+
+
+class MemberFailed(Exception):
+    """Raised in a native Celery canvas member whose job failed, so that Celery stops the
+    chain or fails the chord; the job record holds the real error. Deliberately not a
+    TaskrouterError: it exists for Celery's canvas machinery, never for callers."""

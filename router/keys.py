@@ -30,8 +30,7 @@ class Keys:
         """Sorted set: job ids waiting for a retry, scored by due time."""
         return f"{self.prefix}:schedule"
 
-    @property
-    def dispatching(self) -> str:
+    def dispatching(self, engine: str = "") -> str:
         """Sorted set: job ids taken off the schedule, scored by when to resend them."""
         return f"{self.prefix}:dispatching"
 

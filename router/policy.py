@@ -13,11 +13,19 @@ from typing import Literal
 Shape = Literal["isolated", "chain", "group", "chord"]
 BackendChoice = Literal["auto", "celery", "rq"]
 Engine = Literal["celery", "rq"]
+Kind = Literal["cpu", "io"]
+# Where a profile's jobs run: Celery's prefork pool, RQ's fork per job, or the I/O lane
+# (a Celery worker that holds thousands of waiting calls in one process).
+Lane = Literal["prefork", "fork", "io"]
 WorkflowMode = Literal["celery", "per-step"]
 
 SHAPES: tuple[str, ...] = ("isolated", "chain", "group", "chord")
 BACKEND_CHOICES: tuple[str, ...] = ("auto", "celery", "rq")
 ENGINES: tuple[str, ...] = ("celery", "rq")
+KINDS: tuple[str, ...] = ("cpu", "io")
+LANES: tuple[str, ...] = ("prefork", "fork", "io")
+# The engine each lane runs on.
+LANE_ENGINE: dict[str, Engine] = {"prefork": "celery", "fork": "rq", "io": "celery"}
 WORKFLOW_MODES: tuple[str, ...] = ("celery", "per-step")
 
 
@@ -62,6 +70,7 @@ class Profile:
     expected_latency: float
     shape: Shape = "isolated"
     backend: BackendChoice = "auto"
+    kind: Kind = "cpu"
     queue: str = ""
     timeout: float = 300.0
     retries: Retries = field(default_factory=Retries)

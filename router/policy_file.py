@@ -28,14 +28,16 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from taskrouter.classify import classify
-from taskrouter.derive import visibility_problems
+from taskrouter.derive import lane_problems, visibility_problems
 from taskrouter.durations import ACCEPTED, format_duration, parse_duration, parse_rate
 from taskrouter.errors import PolicyError, PolicyProblem
 from taskrouter.policy import (
     BACKEND_CHOICES,
+    KINDS,
     SHAPES,
     WORKFLOW_MODES,
     BackendChoice,
+    Kind,
     Policy,
     Profile,
     RateLimit,
@@ -53,6 +55,7 @@ PROFILE_KEYS = (
     "expected_latency",
     "shape",
     "backend",
+    "kind",
     "queue",
     "timeout",
     "retries",
@@ -166,6 +169,7 @@ class _Reader:
         self._routing_ok = True
         # Where each profile's timeout is written (or the profile, when inherited).
         self._timeout_lines: dict[str, int | None] = {}
+        self._queue_lines: dict[str, int | None] = {}
 
     def report(self, line: int | None, key: str, message: str) -> None:
         self.problems.append(PolicyProblem(self.path, line, key, message))
@@ -291,6 +295,7 @@ class _Reader:
         if profile is None or len(self.problems) > before:
             return None
         self._timeout_lines[name] = body["timeout"].line if "timeout" in body else entry.line
+        self._queue_lines[name] = body["queue"].line if "queue" in body else entry.line
         self._check_profile(profile, body, routing)
         return profile
 
@@ -302,6 +307,7 @@ class _Reader:
         latency = self.optional(body, at, "expected_latency", self.duration, None)
         shape = self.optional(body, at, "shape", self.choice_of(SHAPES), "isolated")
         backend = self.optional(body, at, "backend", self.choice_of(BACKEND_CHOICES), "auto")
+        kind = self.optional(body, at, "kind", self.choice_of(KINDS), "cpu")
         queue = self.optional(body, at, "queue", self.queue_name, name)
         timeout = self.optional(body, at, "timeout", self.positive_duration, defaults.timeout)
         retries = self.optional(body, at, "retries", self.retries, defaults.retries)
@@ -314,6 +320,7 @@ class _Reader:
             latency is None
             or shape is None
             or backend is None
+            or kind is None
             or queue is None
             or timeout is None
             or retries is None
@@ -325,6 +332,7 @@ class _Reader:
             expected_latency=latency,
             shape=cast(Shape, shape),
             backend=cast(BackendChoice, backend),
+            kind=cast(Kind, kind),
             queue=queue,
             timeout=timeout,
             retries=retries,
@@ -375,6 +383,7 @@ class _Reader:
             )
 
     def _check_visibility(self, policy: Policy) -> None:
+        self.problems.extend(lane_problems(policy, self._queue_lines))
         self.problems.extend(visibility_problems(policy, self._timeout_lines))
 
     # -- mappings --------------------------------------------------------------------

@@ -25,6 +25,37 @@ DISPATCH_GRACE = 30.0
 # Finished records are kept keep_results; a record that never finishes (its queue is
 # never served) is kept this long so that it cannot grow Redis without bound.
 UNFINISHED_TTL = 30 * 86400
+# A worker whose heartbeat is older than its lease TTL, and at least this, is dead (it
+# beats about every second); its reserved Celery messages are then sent again.
+MIN_ALIVE_WINDOW = 5.0
+# A worker holding a finished attempt waits this long for an unreachable Redis (a
+# restart, a failover) before giving the outcome up: it may have cost a paid call.
+REDIS_PATIENCE = 120.0
+# After a crash, a worker restarts itself with a growing delay; this many crashes, each
+# within QUICK_FAILURE of its start, end it with the crash's error instead.
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+QUICK_FAILURES = 5
+QUICK_FAILURE = 10.0
+
+# Workflows. A step of a native Celery canvas whose Celery message has not come this
+# long after it could run is presumed lost with a worker that died mid-canvas: the
+# router's schedule then sends it itself (a copy sent early is refused at claim).
+CANVAS_FALLBACK = 120.0
+# A finished member nobody counted this long after it finished is caught up by a reader.
+CATCH_UP_AFTER = 2.0
+MAX_WORKFLOW_MEMBERS = 5000  # one workflow is created by one Redis script
+MAX_WORKFLOW_DEPTH = 32
+
+# Listing (GET /jobs, taskrouter jobs): page sizes, and how many index entries one call
+# may examine before it answers a short page with a cursor rather than a slow request.
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+SCAN_BUDGET = 5000
+
+# The HTTP API.
+MAX_BODY = 1024 * 1024  # bytes; a job's arguments belong in the record, not blobs
+RETRY_AFTER = 5  # seconds; the hint given to clients of an unreachable engine
+RECENT_FINISHED = 1000  # finished jobs per state behind the /metrics timing histograms
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -44,6 +75,12 @@ class Settings:
     celery_key_prefix: str | None = None
     lease_ttl: float = LEASE_TTL
     janitor_interval: float = JANITOR_INTERVAL
+
+    @property
+    def worker_alive_window(self) -> float:
+        """Seconds without a heartbeat after which a worker is dead: the same lease as a
+        job's (at least MIN_ALIVE_WINDOW, for the pauses of a busy machine)."""
+        return max(self.lease_ttl, MIN_ALIVE_WINDOW)
 
     @property
     def broker_url(self) -> str:

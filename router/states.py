@@ -7,7 +7,7 @@ and documented in the README.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 QUEUED: Final = "queued"
 SCHEDULED: Final = "scheduled"
@@ -17,9 +17,19 @@ SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 CANCELED: Final = "canceled"
 
+State = Literal["queued", "scheduled", "running", "retrying", "succeeded", "failed", "canceled"]
 STATES: Final = (QUEUED, SCHEDULED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELED)
 FINISHED: Final = frozenset({SUCCEEDED, FAILED, CANCELED})
 WAITING: Final = frozenset({QUEUED, SCHEDULED, RETRYING})
+# A workflow is running once any member got this far.
+STARTED: Final = frozenset({RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELED})
+
+# What the record scripts (backends/lua) answer, by script.
+ClaimStatus = Literal["ok", "missing", "finished", "stale", "duplicate", "limited"]
+Outcome = Literal["succeeded", "failed", "retry"]  # what an attempt asks finish.lua to record
+FinishStatus = Literal["ok", "lost"]
+CancelStatus = Literal["ok", "missing", "finished"]
+ArriveStatus = Literal["ok", "waiting", "missing", "finished", "stale"]
 
 # (engine, native state) -> (unified state, why). Every native state of Celery 5.7 and
 # RQ 3.0 is listed, so that a new one shows up as a missing row, not a silent "queued".

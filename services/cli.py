@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -106,59 +107,95 @@ def policy_explain(profile: str, policy_path: str | None) -> None:
 
 @main.command()
 @click.option("--app", "app_module", required=True, help="module that defines the @task functions")
-@click.option("--backend", type=click.Choice(["celery", "rq"]), required=True)
 @click.option(
-    "--queues", default=None, help="comma-separated queues (default: all of the engine's)"
+    "--backend",
+    type=click.Choice(["celery", "rq"]),
+    default=None,
+    help="celery: Celery's prefork lane; rq: RQ's fork-per-job lane",
 )
+@click.option(
+    "--lane",
+    type=click.Choice(["prefork", "fork", "io"]),
+    default=None,
+    help="io: the I/O lane (thousands of waiting calls in one process)",
+)
+@click.option("--queues", default=None, help="comma-separated queues (default: all of the lane's)")
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 512),
+    type=click.IntRange(1, 100_000),
     default=None,
-    help="processes (default: 2 for celery, 1 for rq)",
+    help="processes (default: 2 for celery, 1 for rq); calls in flight for the io lane "
+    "(default: from the policy's concurrency caps)",
 )
+@click.option(
+    "--events/--no-events",
+    default=True,
+    show_default=True,
+    help="Celery task events, for Flower and `celery events`",
+)
+@_policy_option
 @click.option("-v", "--verbose", is_flag=True)
-@click.option("--single", is_flag=True, hidden=True, help="one worker process, unsupervised")
 @friendly
 def worker(
     app_module: str,
-    backend: str,
+    backend: str | None,
+    lane: str | None,
     queues: str | None,
     concurrency: int | None,
+    events: bool,
+    policy_path: str | None,
     verbose: bool,
-    single: bool,
 ) -> None:
-    """Run a worker of one engine for the policy's queues."""
+    """Run the workers of one lane for the policy's queues."""
     from .worker import run_worker
 
+    chosen = _lane(backend, lane)
     _logging(verbose)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    sys.exit(run_worker(app_module, backend, names, concurrency, single=single))
+    sys.exit(
+        run_worker(
+            app_module, chosen, names, concurrency, events=events, settings=_settings(policy_path)
+        )
+    )
+
+
+def _lane(backend: str | None, lane: str | None) -> Any:
+    by_backend = {"celery": "prefork", "rq": "fork"}
+    if backend and lane and by_backend[backend] != lane and not (backend, lane) == ("celery", "io"):
+        raise click.UsageError(f"--backend {backend} and --lane {lane} disagree: give one")
+    if not backend and not lane:
+        raise click.UsageError("give --backend celery|rq or --lane io")
+    return lane or by_backend[backend or ""]
+
+
+def _settings(policy_path: str | None) -> Settings:
+    settings = Settings.from_env()
+    return replace(settings, policy_path=policy_path) if policy_path else settings
 
 
 @main.command()
 @click.option("--app", "app_module", default=None, help="module of @task functions (optional)")
 @click.option("--once", is_flag=True, help="one pass, print what it did, and exit")
-@click.option("--beat", default=None, hidden=True, help="ENGINE|NAME heartbeat to keep")
-@click.option("--parent", type=int, default=None, hidden=True, help="exit when this pid is gone")
+@_policy_option
 @friendly
-def janitor(app_module: str | None, once: bool, beat: str | None, parent: int | None) -> None:
-    """Retry or fail jobs whose worker died; send due retries and delayed jobs."""
+def janitor(app_module: str | None, once: bool, policy_path: str | None) -> None:
+    """Retry or fail jobs whose worker died; requeue what dead workers held; sweep."""
+    from taskrouter.backends.duties import Duties
     from taskrouter.backends.runtime import Runtime
 
-    from .janitor import Janitor
+    from .janitor import run_forever
     from .worker import import_app
 
     _logging(False)
     if app_module:
         import_app(app_module)
-    engine, _, name = (beat or "").partition("|")
-    runtime = Runtime.from_env()
+    runtime = Runtime.from_env(_settings(policy_path), engines=())
     runtime.publish_limits()
-    jan = Janitor(runtime, engine=engine or None, name=name, parent=parent)
+    duties = Duties(runtime)
     if once:
-        click.echo(json.dumps(jan.run_once()))
+        click.echo(json.dumps(duties.run_once()))
         return
-    jan.run_forever()
+    run_forever(duties)
 
 
 # -- status ---------------------------------------------------------------------------------

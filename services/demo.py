@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from taskrouter import _runtime
+from taskrouter.backends.heartbeats import WorkerRegistry
 from taskrouter.backends.runtime import Runtime
-from taskrouter.backends.store import WorkerRegistry
 from taskrouter.job import Job
 from taskrouter.settings import Settings
 
@@ -47,7 +47,7 @@ def wait_for_workers(
     deadline_s: float,
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
-    registry = WorkerRegistry(runtime.store)
+    registry = WorkerRegistry(runtime.store, runtime.settings.worker_alive_window)
     deadline = time.monotonic() + deadline_s
     missing = set(engines)
     while missing:

@@ -61,13 +61,9 @@ def redis_url() -> str:
 
 
 def delete_prefix(url: str, prefix: str) -> None:
-    import redis
+    from taskrouter.backends.store import delete_prefix as delete
 
-    client = redis.Redis.from_url(url)
-    for pattern in (f"{prefix}:*", f"{prefix}-rq:*", f"{prefix}-celery:*"):
-        batch = list(client.scan_iter(match=pattern, count=1000))
-        for i in range(0, len(batch), 500):
-            client.delete(*batch[i : i + 500])
+    delete(url, prefix)
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from taskrouter.backends.queries import InvalidQuery
 from taskrouter.errors import (
     BackendUnavailable,
+    InvalidQuery,
     JobNotFound,
     JobStateConflict,
     PayloadError,

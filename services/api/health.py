@@ -7,9 +7,10 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from taskrouter.backends.heartbeats import WorkerInfo, WorkerRegistry, counted, describe
 from taskrouter.backends.runtime import Runtime
-from taskrouter.backends.store import WorkerRegistry
-from taskrouter.errors import BackendUnavailable
+from taskrouter.errors import BackendUnavailable, TaskrouterError
+from taskrouter.policy import LANE_ENGINE
 
 from .deps import runtime_of
 from .schemas import Health, Readiness
@@ -32,7 +33,7 @@ async def healthz() -> JSONResponse:
 )
 def readyz(request: Request) -> JSONResponse:
     """Redis and the Celery broker answer, and at least one worker is alive for each
-    engine that the policy routes profiles to. 503 names whatever is missing."""
+    lane that the policy routes profiles to. 503 names whatever is missing."""
     checks = readiness(runtime_of(request))
     missing = [c["name"] for c in checks if not c["ok"]]
     body = {"ready": not missing, "checks": checks, "missing": missing}
@@ -40,24 +41,35 @@ def readyz(request: Request) -> JSONResponse:
 
 
 def readiness(runtime: Runtime) -> list[dict[str, object]]:
-    engines = sorted({ps.backend for ps in runtime.derived.profiles.values()})
+    """Redis, the Celery broker, and a live worker for each lane the policy routes
+    profiles to, each named with the workers (and their supervisors) found."""
+    used = {ps.lane for ps in runtime.derived.profiles.values()}
+    lanes = [lane for lane in ("prefork", "io", "fork") if lane in used]
     checks = [_check("redis", runtime.store.ping)]
-    if "celery" in engines:
-        checks.append(_check("celery broker", runtime.celery.ping))
-    registry = WorkerRegistry(runtime.store)
-    for engine in engines:
-        checks.append(_workers(registry, engine))
+    if any(LANE_ENGINE[lane] == "celery" for lane in lanes):
+        checks.append(_check("celery broker", lambda: runtime.backend("celery").ping()))
+    try:
+        live: list[WorkerInfo] | None = WorkerRegistry(
+            runtime.store, runtime.settings.worker_alive_window
+        ).live()
+    except BackendUnavailable:
+        live = None
+    for lane in lanes:
+        checks.append(_workers(live, lane))
     return checks
 
 
-def _workers(registry: WorkerRegistry, engine: str) -> dict[str, object]:
-    name = f"{engine} workers"
-    try:
-        alive = registry.alive(engine)
-    except BackendUnavailable:
+def _workers(live: list[WorkerInfo] | None, lane: str) -> dict[str, object]:
+    engine = LANE_ENGINE[lane]
+    name = f"{engine} workers" if lane != "io" else "io lane workers"
+    if live is None:
         return {"name": name, "ok": False, "detail": "unknown: Redis is unreachable"}
-    detail = f"{len(alive)} alive" if alive else "no live worker (heartbeats: taskrouter worker)"
-    return {"name": name, "ok": bool(alive), "detail": detail}
+    mine = [w for w in live if w.engine == engine and (w.lane or lane) == lane]
+    if not mine:
+        return {"name": name, "ok": False, "detail": f"no live worker of the {lane} lane"}
+    n = sum(counted(w) for w in mine)
+    detail = f"{n} alive: " + "; ".join(describe(w) for w in mine)
+    return {"name": name, "ok": True, "detail": detail}
 
 
 def _check(name: str, probe: Callable[[], None]) -> dict[str, object]:
@@ -65,4 +77,6 @@ def _check(name: str, probe: Callable[[], None]) -> dict[str, object]:
         probe()
     except BackendUnavailable as exc:
         return {"name": name, "ok": False, "detail": exc.detail}
+    except TaskrouterError as exc:
+        return {"name": name, "ok": False, "detail": str(exc)}
     return {"name": name, "ok": True, "detail": "ok"}

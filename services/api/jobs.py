@@ -47,7 +47,7 @@ async def submit(body: SubmitJob, request: Request) -> JSONResponse:
     options = CallOptions(idempotency_key=body.idempotency_key)
     runtime = runtime_of(request)
     planned = runtime.plan(task, tuple(body.args), body.kwargs, options)
-    message = runtime.celery_message(planned)
+    message = runtime.fast_message(planned)
     pushed = "unsent"
     if message is not None:  # the common Celery case: one round trip, on the loop
         pushed = await records_of(request).create_and_push(runtime.store, planned.create, message)

@@ -13,7 +13,9 @@ any number of API replicas report the same values and a restart loses nothing.
   start: ``histogram_quantile`` works on them, ``rate`` does not. Cumulative histograms
   need bucket counters kept at claim and finish time in the Lua scripts.
 - ``taskrouter_queue_depth{backend,queue}``: messages waiting in each engine queue.
-- ``taskrouter_workers{backend}``: live workers (heartbeats).
+- ``taskrouter_workers{backend,lane}``: live workers (heartbeats), counted as ``celery
+  inspect`` counts Celery workers (one per node) and ``rq info`` counts RQ workers (one
+  per process); ``taskrouter_worker_processes{backend,lane}``: their job processes.
 - ``taskrouter_up{component}``: 0 when the Celery broker could not be read (the scrape
   still shows the Redis figures). With Redis down the scrape answers 503.
 """
@@ -36,17 +38,19 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from taskrouter.backends.heartbeats import WorkerRegistry, counted
 from taskrouter.backends.queries import Figures, Labels, figures
 from taskrouter.backends.runtime import Runtime
-from taskrouter.backends.store import WorkerRegistry
-from taskrouter.errors import BackendUnavailable
+from taskrouter.errors import TaskrouterError
+from taskrouter.policy import LANE_ENGINE, LANES
+from taskrouter.settings import RECENT_FINISHED
 
 from .deps import responses
 
 log = logging.getLogger("taskrouter.api")
 router = APIRouter(tags=["metrics"])
 
-RECENT = 1000  # finished jobs per state behind the timing histograms
+RECENT = RECENT_FINISHED
 EVENTS = ("submitted", "succeeded", "failed", "retried", "canceled")
 LABELS = ["profile", "backend", "queue", "task"]
 # Seconds. Queue waits of short jobs are milliseconds; long jobs wait and run for hours.
@@ -123,29 +127,47 @@ class RedisCollector(Collector):
         for engine in engines:
             component = "celery broker" if engine == "celery" else "redis (rq)"
             try:
-                depths = self.runtime.backends[engine].queue_depths()
-            except BackendUnavailable as exc:
+                depths = self.runtime.backend(engine).queue_depths()
+            except TaskrouterError as exc:
+                # The depths are missing from this scrape; the rest of it still holds.
                 log.warning("metrics: queue depths of %s: %s", engine, exc)
-                up.add_metric([component], 0)
-                continue
-            except Exception:
-                # An engine error that the adapter did not map (kombu lets a redis
-                # ConnectionError out of channel()): the depths are missing from this
-                # scrape, the rest of it still holds.
-                log.warning("metrics: queue depths of %s failed", engine, exc_info=True)
                 up.add_metric([component], 0)
                 continue
             if engine == "celery":
                 up.add_metric([component], 1)
             for queue, n in sorted(depths.items()):
                 depth.add_metric([engine, queue], n)
-        workers = GaugeMetricFamily("taskrouter_workers", "Live workers", labels=["backend"])
-        registry = WorkerRegistry(self.runtime.store)
-        for engine in engines:
-            workers.add_metric([engine], len(registry.alive(engine)))
         yield depth
-        yield workers
+        yield from self._workers(engines)
         yield up
+
+    def _workers(self, engines: Iterable[str]) -> Iterator[Metric]:
+        workers = GaugeMetricFamily(
+            "taskrouter_workers",
+            "Live workers, counted as celery inspect (a node) and rq info (a process) do",
+            labels=["backend", "lane"],
+        )
+        processes = GaugeMetricFamily(
+            "taskrouter_worker_processes",
+            "Processes that run jobs, of the live workers",
+            labels=["backend", "lane"],
+        )
+        counts: dict[tuple[str, str], list[int]] = {}
+        for engine in engines:
+            for lane in LANES:
+                if LANE_ENGINE[lane] == engine:
+                    counts[(engine, lane)] = [0, 0]
+        for info in WorkerRegistry(
+            self.runtime.store, self.runtime.settings.worker_alive_window
+        ).live():
+            row = counts.setdefault((info.engine, info.lane), [0, 0])
+            row[0] += counted(info)
+            row[1] += len(info.processes)
+        for (engine, lane), (n, procs) in sorted(counts.items()):
+            workers.add_metric([engine, lane], n)
+            processes.add_metric([engine, lane], procs)
+        yield workers
+        yield processes
 
 
 def _values(labels: Labels) -> list[str]:

@@ -22,8 +22,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from taskrouter.backends import workflows
-from taskrouter.errors import PolicyError
-from taskrouter.workflow import DescriptionError, Workflow, from_description
+from taskrouter.errors import DescriptionError, PolicyError
+from taskrouter.workflow_handle import Workflow
+from taskrouter.workflow_json import from_description
 
 from .deps import responses, runtime_of
 from .errors import error
@@ -37,7 +38,7 @@ Kind = Literal["chain", "group", "chord"]
 
 # Nested items are documented as objects of the same form rather than as a recursive
 # schema (which OpenAPI tools, schemathesis among them, cannot generate from), and parsed
-# by router.workflow.from_description, which locates any problem as precisely.
+# by taskrouter.workflow_json.from_description, which locates any problem as precisely.
 Item = Annotated[
     dict[str, Any],
     Field(

@@ -93,7 +93,7 @@ class Stack:
         return pick(self.runtime.derived)
 
     def wait_ready(self, engines: tuple[str, ...] = ("celery", "rq"), timeout: float = 60) -> None:
-        from taskrouter.backends.store import WorkerRegistry
+        from taskrouter.backends.heartbeats import WorkerRegistry
 
         registry = WorkerRegistry(self.runtime.store)
 
@@ -150,7 +150,7 @@ def own_worker(
     stack: Stack, engine: str, queues: list[str], concurrency: int = 1, tag: str = ""
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A worker only for ``queues``, ready when this yields, stopped afterwards."""
-    from taskrouter.backends.store import WorkerRegistry
+    from taskrouter.backends.heartbeats import WorkerRegistry
 
     name = f"{engine}-own{tag}-{'-'.join(queues)}"
     proc = stack.start_worker(engine, concurrency, tag=name, queues=queues)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def _push(stack: Any, planned: Any) -> Pushed:
     runtime = stack.runtime
-    message = runtime.celery_message(planned)
+    message = runtime.fast_message(planned)
     assert message is not None, "no learned message for the quick queue"
 
     async def go() -> Pushed:

@@ -10,7 +10,7 @@ import pytest
 from rq import Queue
 from rq.serializers import PickleSerializer
 
-from taskrouter.backends.celery_backend import EXECUTE
+from taskrouter.backends.celery_app import EXECUTE
 from taskrouter.backends.rq_backend import CodecSerializer
 from taskrouter.backends.store import new_job_id, now_ms
 from tests.integration.conftest import own_worker, poll
@@ -114,10 +114,10 @@ def test_celery_message_naming_an_unregistered_task_is_refused(stack, tmp_path: 
 
 
 def test_engine_message_for_a_job_with_no_record_runs_nothing(stack, tmp_path: Path):
-    from taskrouter.backends.rq_backend import ENTRY
+    ENTRY = "taskrouter.backends.rq_backend.rq_entry"
 
     with own_worker(stack, "rq", ["fault-rq"]):
         q = Queue("fault-rq", connection=stack.runtime.rq.connection, serializer=CodecSerializer)
         planted = q.enqueue(ENTRY, "f" * 28, 1)
         poll(lambda: planted.get_status(refresh=True) == "finished", 30, "the planted job")
-        assert planted.return_value() == "missing"
+        assert planted.return_value() == "not run: missing"

@@ -12,7 +12,8 @@ import uuid
 
 import pytest
 
-from taskrouter.backends.celery_backend import EXECUTE
+from taskrouter.backends.celery_app import EXECUTE
+from taskrouter.backends.celery_unacked import held_dispatches
 from tests.integration import app
 from tests.integration.conftest import own_worker, poll
 
@@ -67,25 +68,30 @@ def test_orphaned_rq_work_horse_keeps_its_job_and_runs_once(stack, tmp_path):
     assert job.attempts == 1 and _count(stack, counter) == 1
 
 
-def test_jobs_a_killed_celery_worker_reserved_are_sent_again_at_once(stack):
+def test_jobs_a_killed_celery_worker_reserved_are_sent_again_once_it_is_seen_dead(stack):
     # fault-quick's profile is short, so its worker reserves messages ahead (prefetch 4),
     # which kombu gives back only after the visibility window.
     assert stack.runtime.derived.visibility_timeout >= 300
-    with own_worker(stack, "celery", ["fault-quick"], concurrency=1) as supervisor:
+    with own_worker(stack, "celery", ["fault-quick"], concurrency=1) as worker:
         blocker = app.hold.enqueue(8, "blocker")
         record = poll(lambda: _running(stack, blocker.id), 30, "the blocker to start")
         waiting = [app.hold.enqueue(0, i) for i in range(3)]
 
         def reserved() -> bool:
-            held = {job_id for job_id, _ in stack.runtime.celery.held(time.time())}
+            held = {job_id for job_id, _ in held_dispatches(stack.runtime, time.time())}
             return {job.id for job in waiting} <= held
 
         poll(reserved, 30, "the worker to reserve the waiting jobs")
         assert all(job.refresh().state == "queued" for job in waiting)
         celery_main = int(record["worker"].split(":")[-1].split("/")[0])
-        assert celery_main != supervisor.pid
-        os.kill(celery_main, signal.SIGKILL)  # the supervisor restarts it
+        assert celery_main == worker.pid  # a taskrouter worker is the Celery worker itself
+        os.kill(celery_main, signal.SIGKILL)  # the whole worker, not only a pool child
+        killed = time.monotonic()
+    # The other workers' duties see its heartbeat lapse and give those jobs a new
+    # dispatch; a new worker on the queue (as a process manager starts) runs them.
+    with own_worker(stack, "celery", ["fault-quick"], concurrency=1, tag="again"):
         assert [job.wait(30) for job in waiting] == [0, 1, 2]
+    assert time.monotonic() - killed < 30  # the window, not the broker's 300 s or more
     for job in waiting:
         record = stack.runtime.store.read(job.id)
         assert (record["attempts"], record["dispatch"]) == ("1", "2")

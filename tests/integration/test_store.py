@@ -198,7 +198,7 @@ def test_a_delayed_job_waits_on_the_schedule(store: JobStore, r: redis.Redis) ->
     record = store.read(job_id)
     assert record is not None and record["state"] == "scheduled"
     assert r.zscore(store.keys.schedule, job_id) == float(record["due_at"])
-    assert store.take_due(100, 30_000) == []
+    assert store.take_due(100, 30_000, "celery") == []
     assert store.read(job_id)["state"] == "scheduled"  # type: ignore[index]
 
 
@@ -365,11 +365,11 @@ def test_retry_goes_to_the_schedule_and_take_due_returns_it_when_due(
     assert r.zscore(store.keys.schedule, job_id) == due
     assert in_index(r, store.keys, job_id, "state", "retrying")
     # Not before it is due.
-    assert store.take_due(100, 30_000) == []
+    assert store.take_due(100, 30_000, "celery") == []
     assert now_ms() < due, "the machine is too slow for this check"
     assert store.read(job_id)["state"] == "retrying"  # type: ignore[index]
     # When due: back to queued, to be sent as dispatch 2.
-    taken = poll(lambda: store.take_due(100, 30_000), 10, "the retry to fall due")
+    taken = poll(lambda: store.take_due(100, 30_000, "celery"), 10, "the retry to fall due")
     assert now_ms() >= due
     assert taken == [(job_id, "rq", "slow", "2", "p")]
     record = store.read(job_id)
@@ -377,24 +377,24 @@ def test_retry_goes_to_the_schedule_and_take_due_returns_it_when_due(
     assert record["state"] == "queued" and "due_at" not in record
     assert int(record["queued_at"]) >= due
     assert r.zscore(store.keys.schedule, job_id) is None
-    assert r.zscore(store.keys.dispatching, job_id) is not None
+    assert r.zscore(store.keys.dispatching("celery"), job_id) is not None
     # The first dispatch's message is stale now; the second one runs attempt 2.
     assert store.claim(job_id, 1, "w1", token(), LONG_LEASE).status == "stale"
     claim = store.claim(job_id, 2, "w2", token(), LONG_LEASE)
     assert (claim.status, claim.attempts) == ("ok", 2)
-    assert r.zscore(store.keys.dispatching, job_id) is None
+    assert r.zscore(store.keys.dispatching("celery"), job_id) is None
 
 
 def test_a_dispatch_that_never_reached_its_engine_is_sent_again(store: JobStore) -> None:
     job_id = create_job(store, delay_ms=1)
-    assert poll(lambda: store.take_due(100, 50), 5, "the delayed job") == [
+    assert poll(lambda: store.take_due(100, 50, "celery"), 5, "the delayed job") == [
         (job_id, "celery", "p", "1", "p")
     ]
     # No engine confirmed it: after the grace it is handed out again.
-    again = poll(lambda: store.take_due(100, 50), 5, "the grace to pass")
+    again = poll(lambda: store.take_due(100, 50, "celery"), 5, "the grace to pass")
     assert again == [(job_id, "celery", "p", "1", "p")]
-    store.dispatched(job_id)
-    assert store.take_due(100, 0) == []
+    store.dispatched(job_id, "celery")
+    assert store.take_due(100, 0, "celery") == []
 
 
 def test_renew_extends_only_the_leases_still_owned(store: JobStore, r: redis.Redis) -> None:
@@ -414,7 +414,7 @@ def test_renew_extends_only_the_leases_still_owned(store: JobStore, r: redis.Red
 
 def test_cancel_of_a_queued_job(store: JobStore, r: redis.Redis) -> None:
     job_id = create_job(store, keep_ms=60_000)
-    assert store.cancel(job_id) == ["ok", "queued", "celery", "1"]
+    assert store.cancel(job_id) == ("ok", "queued", "celery", 1)
     job = Job.from_record(store.read(job_id))  # type: ignore[arg-type]
     assert job.state == "canceled" and job.finished_at is not None
     assert job.error == {"type": "Canceled", "message": "canceled while queued"}
@@ -428,7 +428,7 @@ def test_cancel_of_a_running_job_drops_its_late_outcome(store: JobStore, r: redi
     job_id = create_job(store)
     tok = token()
     store.claim(job_id, 1, "w1", tok, LONG_LEASE)
-    assert store.cancel(job_id) == ["ok", "running", "celery", "1"]
+    assert store.cancel(job_id) == ("ok", "running", "celery", 1)
     assert r.zscore(store.keys.running, job_id) is None
     assert store.finish(job_id, tok, "succeeded", "1", history=history()) == ("lost", "canceled")
     assert store.renew({job_id: tok}, LONG_LEASE) == [job_id]
@@ -440,14 +440,14 @@ def test_cancel_of_a_scheduled_or_retrying_job_takes_it_off_the_schedule(
     store: JobStore, r: redis.Redis
 ) -> None:
     delayed = create_job(store, delay_ms=60_000)
-    assert store.cancel(delayed)[:2] == ["ok", "scheduled"]
+    assert store.cancel(delayed)[:2] == ("ok", "scheduled")
     assert r.zscore(store.keys.schedule, delayed) is None
     retrying = create_job(store, max_attempts=2)
     tok = token()
     store.claim(retrying, 1, "w1", tok, LONG_LEASE)
     store.finish(retrying, tok, "retry", "{}", due_ms=now_ms(), history=history())
-    assert store.cancel(retrying) == ["ok", "retrying", "celery", "2"]
-    assert store.take_due(100, 30_000) == []
+    assert store.cancel(retrying) == ("ok", "retrying", "celery", 2)
+    assert store.take_due(100, 30_000, "celery") == []
 
 
 def test_cancel_of_a_finished_or_missing_job(store: JobStore) -> None:
@@ -455,12 +455,12 @@ def test_cancel_of_a_finished_or_missing_job(store: JobStore) -> None:
     tok = token()
     store.claim(job_id, 1, "w1", tok, LONG_LEASE)
     store.finish(job_id, tok, "succeeded", "1", history=history())
-    assert store.cancel(job_id) == ["finished", "succeeded"]
+    assert store.cancel(job_id) == ("finished", "succeeded", "", 0)
     assert store.read(job_id)["state"] == "succeeded"  # type: ignore[index]
     canceled = create_job(store)
     store.cancel(canceled)
-    assert store.cancel(canceled) == ["finished", "canceled"]
-    assert store.cancel(new_job_id()) == ["missing"]
+    assert store.cancel(canceled) == ("finished", "canceled", "", 0)
+    assert store.cancel(new_job_id()) == ("missing", "", "", 0)
 
 
 # -- reap ------------------------------------------------------------------------------
@@ -486,7 +486,7 @@ def test_reap_retries_a_job_whose_lease_lapsed_when_attempts_remain(
     # The dead worker's late outcome is dropped; reaping again finds nothing.
     assert store.finish(job_id, tok, "succeeded", "1", history=history())[0] == "lost"
     assert store.reap() == []
-    assert [t[0] for t in store.take_due(100, 30_000)] == [job_id]
+    assert [t[0] for t in store.take_due(100, 30_000, "celery")] == [job_id]
 
 
 def test_reap_fails_a_job_with_worker_lost_when_no_attempt_remains(
@@ -533,12 +533,12 @@ def test_concurrency_limit_sends_the_second_claim_back_to_the_schedule(
     assert r.zrange(store.keys.slots("capped"), 0, -1) == [first]
     # While the first still runs, the schedule keeps the second back even when it is due.
     poll(lambda: now_ms() > wait, 5, "the limited job to fall due")
-    assert store.take_due(100, 30_000) == []
+    assert store.take_due(100, 30_000, "celery") == []
     assert r.zscore(store.keys.schedule, second) > wait  # type: ignore[operator]
     assert store.read(second)["state"] == "scheduled"  # type: ignore[index]
     store.finish(first, tok, "succeeded", "1", history=history())
     assert r.zcard(store.keys.slots("capped")) == 0
-    taken = poll(lambda: store.take_due(100, 30_000), 5, "the second job to be sent")
+    taken = poll(lambda: store.take_due(100, 30_000, "celery"), 5, "the second job to be sent")
     assert taken == [(second, "celery", "capped", "2", "capped")]
     claim = store.claim(second, 2, "w2", token(), LONG_LEASE)
     assert (claim.status, claim.attempts) == ("ok", 1)
@@ -551,7 +551,9 @@ def test_a_dead_workers_slot_is_given_back(store: JobStore) -> None:
     store.claim(first, 1, "dead", token(), 200)
     assert store.claim(second, 1, "w2", token(), LONG_LEASE).status == "limited"
     # The dead worker's slot lapses with its lease: the second job may start then.
-    taken = poll(lambda: store.take_due(100, 30_000), 5, "the dead worker's slot to lapse")
+    taken = poll(
+        lambda: store.take_due(100, 30_000, "celery"), 5, "the dead worker's slot to lapse"
+    )
     assert [t[0] for t in taken] == [second]
     claim = store.claim(second, 2, "w2", token(), LONG_LEASE)
     assert (claim.status, claim.attempts) == ("ok", 1)
@@ -571,7 +573,7 @@ def test_rate_limit_defers_the_third_start_in_a_window(store: JobStore, r: redis
     assert third.status == "limited"
     assert started + 60_000 <= int(third.detail) <= now_ms() + 60_000
     assert store.read(jobs[2])["state"] == "scheduled"  # type: ignore[index]
-    assert store.take_due(100, 30_000) == []
+    assert store.take_due(100, 30_000, "celery") == []
 
 
 def test_limits_of_other_profiles_do_not_apply(store: JobStore) -> None:
@@ -645,7 +647,7 @@ def test_a_celery_job_queued_past_the_window_gets_a_new_dispatch(store: JobStore
     time.sleep(0.05)
     assert store.requeue_stale(0.01) == [old]  # RQ keeps its own in-flight list: not needed
     assert store.requeue_stale(0.01) == []  # once per window, not on every pass
-    sent = store.take_due(10, grace_ms=30_000)
+    sent = store.take_due(10, grace_ms=30_000, engine="celery")
     assert [(s[0], s[3]) for s in sent] == [(old, "2")]
     # The lost (or late) first message is refused; the new dispatch runs.
     assert store.claim(old, 1, "w", token(), 5_000).status == "stale"

@@ -23,7 +23,6 @@ from taskrouter import (
     get_workflow,
     group,
 )
-from taskrouter.backends.celery_canvas import MEMBER
 from tests.integration import app
 from tests.integration.conftest import ROOT, cli, own_worker, poll
 
@@ -183,8 +182,8 @@ def test_ghost_copy_of_a_canvas_member_neither_runs_nor_continues_the_canvas(sta
         member = run.jobs[0].id
         poll(lambda: stack.runtime.store.read(member)["state"] == "running", 30, "it to run")
         # What a visibility-timeout redelivery looks like: the same canvas message again.
-        ghost = {"kwargs": {"job_id": member, "dispatch": 1}, "queue": "fault-celery"}
-        stack.runtime.celery_app.send_task(MEMBER, **ghost)
+        ghost = {"kwargs": {"job_id": member, "dispatch": 1, "canvas": True}}
+        stack.runtime.celery_app.send_task(run.jobs[0].task, queue="fault-celery", **ghost)
         assert run.wait(30) == ["done", 9]
         refused = f"not running job {member} dispatch 1"
         poll(lambda: any(refused in p.read_text() for p in stack.log_dir.glob("*.log")), 10, "it")

@@ -53,16 +53,19 @@ class Recorder:
         self.down = False
         self._lock = threading.Lock()
 
-    def send(self, job_id, dispatch, settings, *, create=None, redispatch=False) -> None:
+    def send(self, job_id, dispatch, settings, *, call=None, create=None, redispatch=False) -> None:
         if self.down:
             raise BackendUnavailable("fake engine", "down")
         with self._lock:
             self.sent.append(job_id)
         if redispatch:
-            self.store.dispatched(job_id)
+            self.store.dispatched(job_id, settings.backend)
 
     def stop(self, job_id, dispatch, *, running) -> None:
         self.stopped.append(job_id)
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -82,7 +85,8 @@ def runtime(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Any]:
     )
     rt = Runtime(settings, derive(load_policy(str(path))))
     recorder = Recorder(rt.store)
-    rt.backends = {"celery": recorder, "rq": recorder}
+    rt.install_backend("celery", recorder)
+    rt.install_backend("rq", recorder)
     rt.recorder = recorder
     yield rt
     rt.close()
@@ -124,7 +128,9 @@ def test_concurrent_finishes_start_the_body_once_with_results_in_order(runtime):
         record = runtime.store.read(body.id)
         assert record["state"] == "queued"
         assert codec.decode_call(record["payload"]) == (([i * i for i in range(n)], "k"), {})
-        assert runtime.store.client.zscore(runtime.store.keys.dispatching, body.id) is None
+        assert (
+            runtime.store.client.zscore(runtime.store.keys.dispatching("celery"), body.id) is None
+        )
         assert workflows.get(runtime, run.id).state == "running"
 
 
@@ -180,7 +186,7 @@ def test_a_released_member_whose_send_failed_is_sent_by_the_pump(runtime):
     runtime.recorder.down = True
     workflows.count_finished(runtime, first)  # the flip happened, the send did not
     assert runtime.store.read(second)["state"] == "queued"
-    dispatching = runtime.store.keys.dispatching
+    dispatching = runtime.store.keys.dispatching("celery")
     assert runtime.store.client.zscore(dispatching, second) is not None
     runtime.recorder.down = False
     runtime.store.client.zadd(dispatching, {second: 0})  # the grace has passed
@@ -230,14 +236,14 @@ def test_bad_workflows_are_refused_before_any_write(runtime):
 def test_a_canvas_member_continues_its_canvas_once(runtime):
     run = workflows.enqueue(runtime, chain(app.wf_add.s(1, 2), app.wf_add.s(3)))
     first, second = (j.id for j in run.jobs)
-    assert workflows.arrive(runtime.store, second, 1) == ("waiting",)
-    assert workflows.may_continue(runtime.store, first)[0] is False  # not finished yet
+    assert runtime.workflows.arrive(second, 1)[0] == "waiting"
+    assert runtime.workflows.may_continue(first)[0] is False  # not finished yet
     finish(runtime, first, 3)
-    assert workflows.may_continue(runtime.store, first) == (True, "succeeded", None)
-    assert workflows.may_continue(runtime.store, first)[0] is False  # a ghost copy
+    assert runtime.workflows.may_continue(first) == (True, "succeeded", None)
+    assert runtime.workflows.may_continue(first)[0] is False  # a ghost copy
     workflows.count_finished(runtime, first)
-    assert workflows.arrive(runtime.store, second, 1) == ("ok", "queued")  # per-step: sent
-    assert workflows.arrive(runtime.store, second, 2)[0] == "stale"
+    assert runtime.workflows.arrive(second, 1) == ("ok", "queued")  # per-step: sent
+    assert runtime.workflows.arrive(second, 2)[0] == "stale"
 
 
 def test_a_member_canceled_on_its_own_cancels_what_waits_for_it(runtime, monkeypatch):

@@ -23,6 +23,7 @@ from taskrouter.backends.queries import (
 )
 from taskrouter.derive import derive
 from taskrouter.errors import (
+    BackendError,
     BackendUnavailable,
     JobNotFound,
     JobStateConflict,
@@ -63,10 +64,17 @@ class FakeClient:
     def zrange(self, *args: Any, **kwargs: Any) -> list[str]:
         return ["celery|w1", "rq|w2"]  # WorkerRegistry.alive: one live worker per engine
 
+    def mget(self, keys: list[str]) -> list[None]:
+        return [None] * len(keys)  # heartbeats without details
+
 
 class FakeStore:
     keys = Keys("unit")
     client = FakeClient()
+
+    @staticmethod
+    def clock() -> int:
+        return 1_700_000_000_000
 
     def ping(self) -> None:
         pass
@@ -109,7 +117,10 @@ class FakeRuntime:
     def plan(self, t: Any, args: tuple[Any, ...], kwargs: Any, options: CallOptions) -> Any:
         return ("enqueue", t.name, args, kwargs, options)
 
-    def celery_message(self, planned: Any) -> None:
+    def backend(self, name: str) -> FakeBackend:
+        return self.backends[name]
+
+    def fast_message(self, planned: Any) -> None:
         return None  # no learned message: POST /jobs submits through the thread pool
 
     def submit(self, planned: Any, *, maybe_written: bool = False) -> Any:
@@ -364,7 +375,9 @@ def test_metrics_are_prometheus_text_from_one_collector(
     runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(metrics, "figures", lambda store, profiles, recent: _figures())
-    runtime.celery.depths = RuntimeError("kombu let a redis error out")
+    # What the adapter raises for an engine error that is not a lost connection (the
+    # table of backends/errors.py maps every library error to taskrouter's).
+    runtime.celery.depths = BackendError("celery broker", "WRONGTYPE")
     text = generate_latest(metrics.registry(runtime)).decode()  # type: ignore[arg-type]
     families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = {
@@ -388,4 +401,4 @@ def test_metrics_are_prometheus_text_from_one_collector(
     assert (wait_buckets["0.005"], wait_buckets["0.05"]) == (1, 2)
     assert samples[("taskrouter_queue_depth", (("backend", "rq"), ("queue", "long")))] == 1
     assert samples[("taskrouter_up", (("component", "celery broker"),))] == 0
-    assert samples[("taskrouter_workers", (("backend", "rq"),))] == 1
+    assert samples[("taskrouter_workers", (("backend", "rq"), ("lane", "fork")))] == 1

@@ -20,16 +20,10 @@ from taskrouter import (
     group,
     task,
 )
-from taskrouter.workflow import (
-    Chain,
-    Chord,
-    Group,
-    Workflow,
-    aggregate_state,
-    from_description,
-    plan,
-    to_description,
-)
+from taskrouter.workflow import Chain, Chord, Group
+from taskrouter.workflow_handle import Workflow, aggregate_state
+from taskrouter.workflow_json import from_description, to_description
+from taskrouter.workflow_plan import plan
 
 
 @task(profile="p", name="unit.wf.a")
