@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -24,28 +23,7 @@ from taskrouter.errors import BackendUnavailable
 from taskrouter.keys import Keys
 
 from .connection import PerProcess
-
-_SCRIPT_NAMES = (
-    "create",
-    "claim",
-    "finish",
-    "renew",
-    "take_due",
-    "cancel",
-    "reap",
-    "sweep",
-    "requeue_stale",
-    "requeue_held",
-)
-
-
-def _load_scripts() -> dict[str, str]:
-    lua = Path(__file__).with_name("lua")
-    common = (lua / "common.lua").read_text()
-    return {n: common + "\n" + (lua / f"{n}.lua").read_text() for n in _SCRIPT_NAMES}
-
-
-SCRIPTS = _load_scripts()
+from .scripts import SCRIPTS, register
 
 
 def now_ms() -> int:
@@ -108,7 +86,7 @@ class JobStore:
         return self._clients.get()
 
     def _register_scripts(self, client: redis.Redis) -> None:
-        self._scripts = {n: client.register_script(t) for n, t in SCRIPTS.items()}
+        self._scripts = register(client)
 
     def _run(self, name: str, *args: Any) -> Any:
         client = self.client

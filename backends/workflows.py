@@ -29,7 +29,6 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskrouter import codec
@@ -49,6 +48,7 @@ from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL
 from taskrouter.states import FINISHED
 from taskrouter.workflow import Node, Plan, Workflow, WorkflowNotFound, plan
 
+from .scripts import SCRIPTS
 from .store import JobStore, new_job_id, now_ms, redis_errors
 
 if TYPE_CHECKING:
@@ -68,17 +68,9 @@ CANVAS_FALLBACK_MS = 120_000
 # reader; the worker that ran it normally counts it within milliseconds.
 CATCH_UP_AFTER_MS = 2_000
 
-_SCRIPT_NAMES = ("wf_create", "wf_done", "wf_arrive", "wf_continue", "wf_cancel")
 _ID_RE = re.compile(r"@(\d+)")
 
 
-def _load_scripts() -> dict[str, str]:
-    lua = Path(__file__).with_name("lua")
-    lib = (lua / "common.lua").read_text() + "\n" + (lua / "wf_common.lua").read_text()
-    return {n: lib + "\n" + (lua / f"{n}.lua").read_text() for n in _SCRIPT_NAMES}
-
-
-SCRIPTS = _load_scripts()
 _scripts: dict[str, Any] = {}  # redis-py Script objects, made once per process
 
 

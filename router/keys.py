@@ -2,6 +2,9 @@
 
 The engines' own keys (RQ's ``rq:*``, kombu's queues) are named by the engines; their
 prefixes are set from ``Settings.rq_key_prefix`` and ``Settings.celery_key_prefix``.
+
+The Lua scripts get the same names from a table rendered from this class (lua_keys.py):
+a key is the prefix and the parameters joined by literal text, nothing computed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,16 @@ class Keys:
 
     def index(self, field: str = "all", value: str = "") -> str:
         """Sorted set of job ids scored by creation time (ms): all jobs, or by a field."""
-        return f"{self.prefix}:idx:all" if field == "all" else f"{self.prefix}:idx:{field}:{value}"
+        return self.index_all if field == "all" else self.index_of(field, value)
+
+    @property
+    def index_all(self) -> str:
+        """Sorted set: every job id, scored by creation time (ms)."""
+        return f"{self.prefix}:idx:all"
+
+    def index_of(self, field: str, value: str) -> str:
+        """Sorted set: ids of the jobs whose record has ``field`` = ``value``, by creation."""
+        return f"{self.prefix}:idx:{field}:{value}"
 
     @property
     def schedule(self) -> str:

@@ -1,15 +1,13 @@
--- Shared helpers, prepended to every script. KEYS are not used: all keys derive from
--- the prefix in ARGV[1], so the scripts assume a single (non-cluster) Redis.
-local prefix = ARGV[1]
-local function jkey(id) return prefix .. ':job:' .. id end
-local function idx(field, value) return prefix .. ':idx:' .. field .. ':' .. value end
+-- Shared helpers, prepended to every script after the key table K (backends/scripts.py).
+-- KEYS are not used: every key is K's, built from the prefix in ARGV[1], so the scripts
+-- assume a single (non-cluster) Redis.
 
 -- The state index entry of a job moves from old to new; score: its created_at (read
 -- from the record when not given). The caller writes the record's own state field.
 local function move_index(id, key, old, new, score)
   score = score or redis.call('HGET', key, 'created_at')
-  if old and old ~= '' then redis.call('ZREM', idx('state', old), id) end
-  redis.call('ZADD', idx('state', new), score, id)
+  if old and old ~= '' then redis.call('ZREM', K.index_of('state', old), id) end
+  redis.call('ZADD', K.index_of('state', new), score, id)
 end
 
 local function move_state(id, key, old, new)
@@ -19,7 +17,7 @@ end
 
 local function count(event, key)
   local f = redis.call('HMGET', key, 'profile', 'backend', 'queue', 'task')
-  redis.call('HINCRBY', prefix .. ':counters',
+  redis.call('HINCRBY', K.counters,
     event .. '|' .. (f[1] or '') .. '|' .. (f[2] or '') .. '|' .. (f[3] or '') .. '|' .. (f[4] or ''), 1)
 end
 
@@ -30,13 +28,13 @@ local function expire_finished(id, key, now)
   local keep = tonumber(f[1] or '86400000')
   redis.call('PEXPIRE', key, keep)
   local head, tail = id .. '|' .. (f[2] or '') .. '|' .. (f[3] or '') .. '|', '|' .. (f[4] or '')
-  redis.call('ZREM', prefix .. ':expiry', head .. '*' .. tail)  -- the entry from create
-  redis.call('ZADD', prefix .. ':expiry', now + keep, head .. (f[5] or '') .. tail)
+  redis.call('ZREM', K.expiry, head .. '*' .. tail)  -- the entry from create
+  redis.call('ZADD', K.expiry, now + keep, head .. (f[5] or '') .. tail)
 end
 
 -- Global limits of a profile (published by every worker from its policy).
 local function limits(profile)
-  local l = redis.call('HMGET', prefix .. ':limits:' .. profile, 'concurrency', 'rate_count', 'rate_per_ms')
+  local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms')
   return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or '')
 end
 
@@ -47,13 +45,13 @@ local function headroom(profile, now, cap, rcount, rper)
   if cap == nil and rcount == nil then cap, rcount, rper = limits(profile) end
   local room, wait = nil, nil
   if cap then
-    local slots = prefix .. ':slots:' .. profile
+    local slots = K.slots(profile)
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
     room = cap - redis.call('ZCARD', slots)
     if room <= 0 then wait = now + 250 end
   end
   if rcount then
-    local rate = prefix .. ':rate:' .. profile
+    local rate = K.rate(profile)
     redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - rper)
     local left = rcount - redis.call('ZCARD', rate)
     if room == nil or left < room then room = left end
@@ -68,7 +66,7 @@ end
 
 local function release_slot(id, key)
   local profile = redis.call('HGET', key, 'profile')
-  if profile then redis.call('ZREM', prefix .. ':slots:' .. profile, id) end
+  if profile then redis.call('ZREM', K.slots(profile), id) end
 end
 
 local function push_history(key, entry)
@@ -83,15 +81,15 @@ end
 -- which the pump sends. Its old message, wherever it is, is then refused at claim as
 -- stale: nothing runs twice. Returns whether it did.
 local function redispatch_queued(id, now, older_ms, dispatch)
-  local key = jkey(id)
+  local key = K.job(id)
   local f = redis.call('HMGET', key, 'state', 'backend', 'queued_at', 'workflow_id', 'dispatch')
   if f[1] ~= 'queued' or f[2] ~= 'celery' or tonumber(f[3] or '0') > now - older_ms
      or (f[4] and f[4] ~= '') or (dispatch and f[5] ~= dispatch)
-     or redis.call('ZSCORE', prefix .. ':dispatching', id) then
+     or redis.call('ZSCORE', K.dispatching, id) then
     return false
   end
   redis.call('HINCRBY', key, 'dispatch', 1)
   redis.call('HSET', key, 'queued_at', now)
-  redis.call('ZADD', prefix .. ':dispatching', now, id)
+  redis.call('ZADD', K.dispatching, now, id)
   return true
 end

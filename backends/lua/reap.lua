@@ -3,9 +3,9 @@
 -- Returns a flat list: id, outcome ('retrying'|'failed'), ...
 local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
-for _, id in ipairs(redis.call('ZRANGE', prefix .. ':running', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
-  redis.call('ZREM', prefix .. ':running', id)
-  local key = jkey(id)
+for _, id in ipairs(redis.call('ZRANGE', K.running, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
+  redis.call('ZREM', K.running, id)
+  local key = K.job(id)
   local r = redis.call('HMGET', key, 'state', 'lease_until', 'attempts', 'max_attempts', 'worker', 'started_at')
   if r[1] == 'running' and tonumber(r[2] or '0') <= now then
     local attempts, max = tonumber(r[3] or '0'), tonumber(r[4] or '1')
@@ -18,7 +18,7 @@ for _, id in ipairs(redis.call('ZRANGE', prefix .. ':running', '-inf', now, 'BYS
     if attempts < max then
       redis.call('HSET', key, 'error', err, 'due_at', now)
       redis.call('HINCRBY', key, 'dispatch', 1)
-      redis.call('ZADD', prefix .. ':schedule', now, id)
+      redis.call('ZADD', K.schedule, now, id)
       move_state(id, key, 'running', 'retrying')
       count('retried', key)
       table.insert(out, id); table.insert(out, 'retrying')

@@ -9,11 +9,11 @@ local out = {}
 local room = {}
 local function emit(id, key)
   local f = redis.call('HMGET', key, 'backend', 'queue', 'dispatch', 'profile')
-  redis.call('ZADD', prefix .. ':dispatching', now + grace, id)
+  redis.call('ZADD', K.dispatching, now + grace, id)
   table.insert(out, id); table.insert(out, f[1]); table.insert(out, f[2]); table.insert(out, f[3]); table.insert(out, f[4])
 end
-for _, id in ipairs(redis.call('ZRANGE', prefix .. ':schedule', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
-  local key = jkey(id)
+for _, id in ipairs(redis.call('ZRANGE', K.schedule, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
+  local key = K.job(id)
   local f = redis.call('HMGET', key, 'state', 'profile')
   local state, profile = f[1], f[2]
   if state == 'retrying' or state == 'scheduled' then
@@ -23,25 +23,25 @@ for _, id in ipairs(redis.call('ZRANGE', prefix .. ':schedule', '-inf', now, 'BY
     end
     local r, wait = room[profile][1], room[profile][2]
     if r ~= nil and r <= 0 then
-      redis.call('ZADD', prefix .. ':schedule', wait or (now + 250), id)
+      redis.call('ZADD', K.schedule, wait or (now + 250), id)
     else
       if r ~= nil then room[profile][1] = r - 1 end
-      redis.call('ZREM', prefix .. ':schedule', id)
+      redis.call('ZREM', K.schedule, id)
       redis.call('HSET', key, 'queued_at', now)
       redis.call('HDEL', key, 'due_at')
       move_state(id, key, state, 'queued')
       emit(id, key)
     end
   else
-    redis.call('ZREM', prefix .. ':schedule', id)
+    redis.call('ZREM', K.schedule, id)
   end
 end
-for _, id in ipairs(redis.call('ZRANGE', prefix .. ':dispatching', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
-  local key = jkey(id)
+for _, id in ipairs(redis.call('ZRANGE', K.dispatching, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
+  local key = K.job(id)
   if redis.call('HGET', key, 'state') == 'queued' then
     emit(id, key)
   else
-    redis.call('ZREM', prefix .. ':dispatching', id)
+    redis.call('ZREM', K.dispatching, id)
   end
 end
 return out
