@@ -8,11 +8,6 @@ if r[1] == 'succeeded' or r[1] == 'failed' or r[1] == 'canceled' then return {'f
 redis.call('ZREM', K.schedule, id)
 redis.call('ZREM', K.dispatching, id)
 redis.call('ZREM', K.running, id)
-redis.call('HSET', key, 'finished_at', now,
-  'error', cjson.encode({type = 'Canceled', message = 'canceled while ' .. r[1]}))
-redis.call('HDEL', key, 'token', 'lease_until')
-release_slot(id, key)
-move_state(id, key, r[1], 'canceled')
-count('canceled', key)
-expire_finished(id, key, now)
+end_job(id, key, r[1], 'canceled', now, 'error',
+  cjson.encode({type = 'Canceled', message = 'canceled while ' .. r[1]}))
 return {'ok', r[1], r[2] or '', r[3] or ''}

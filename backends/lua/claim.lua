@@ -27,17 +27,10 @@ if state == 'running' then
   if tonumber(r[3] or '0') > now then return {'duplicate'} end
   redis.call('ZREM', K.running, id)
   local was = redis.call('HMGET', key, 'worker', 'started_at')
-  local lost = {type = 'WorkerLost', message = 'worker ' .. (was[1] or '?') ..
-    ' stopped renewing the lease of attempt ' .. attempts .. ' (it died or hung)'}
-  push_history(key, cjson.encode({attempt = attempts, worker = was[1],
-    started_at = tonumber(was[2]), finished_at = now, error = lost}))
+  local lost = worker_lost(key, attempts, was[1], was[2], now)
   if attempts >= max then
-    redis.call('HSET', key, 'error', cjson.encode(lost), 'finished_at', now)
-    redis.call('HDEL', key, 'token', 'lease_until', 'worker')
-    release_slot(id, key)
-    move_state(id, key, state, 'failed')
-    count('failed', key)
-    expire_finished(id, key, now)
+    redis.call('HDEL', key, 'worker')
+    end_job(id, key, state, 'failed', now, 'error', lost)
     return {'finished', 'failed'}
   end
 elseif state ~= 'queued' then

@@ -10,11 +10,13 @@ local function move_index(id, key, old, new, score)
   redis.call('ZADD', K.index_of('state', new), score, id)
 end
 
+-- The job's state moves from old to new: its record and its state index.
 local function move_state(id, key, old, new)
   move_index(id, key, old, new)
   redis.call('HSET', key, 'state', new)
 end
 
+-- One more `event` (succeeded, retried...) in the lifetime counters of /metrics.
 local function count(event, key)
   local f = redis.call('HMGET', key, 'profile', 'backend', 'queue', 'task')
   redis.call('HINCRBY', K.counters,
@@ -64,16 +66,53 @@ local function headroom(profile, now, cap, rcount, rper)
   return room, wait
 end
 
+-- The job gives back its concurrency slot, if its profile has a limit and it holds one.
 local function release_slot(id, key)
   local profile = redis.call('HGET', key, 'profile')
   if profile then redis.call('ZREM', K.slots(profile), id) end
 end
 
+-- One more attempt (an entry JSON) in the record's history.
 local function push_history(key, entry)
   local h = redis.call('HGET', key, 'history')
   local list = (h and h ~= '') and cjson.decode(h) or {}
   table.insert(list, cjson.decode(entry))
   redis.call('HSET', key, 'history', cjson.encode(list))
+end
+
+-- The attempt of a worker that stopped renewing its lease (it died or hung) goes into
+-- the history as WorkerLost; returns that error as JSON.
+local function worker_lost(key, attempt, worker, started_at, now)
+  local err = {type = 'WorkerLost', message = 'worker ' .. (worker or '?') ..
+    ' stopped renewing the lease of attempt ' .. attempt .. ' (it died or hung)'}
+  push_history(key, cjson.encode({attempt = attempt, worker = worker,
+    started_at = tonumber(started_at), finished_at = now, error = err}))
+  return cjson.encode(err)
+end
+
+-- The job ends: state old -> new (succeeded, failed or canceled), with `field` (result
+-- or error) set to value. Whatever attempt held it lets go of it (token, lease, slot);
+-- the end is counted and the record expires keep_ms from now.
+local function end_job(id, key, old, new, now, field, value)
+  redis.call('HSET', key, field, value, 'finished_at', now)
+  redis.call('HDEL', key, 'token', 'lease_until')
+  release_slot(id, key)
+  move_state(id, key, old, new)
+  count(new, key)
+  expire_finished(id, key, now)
+end
+
+-- The attempt failed and another one is due at due_ms: the job lets go of the attempt
+-- (token, lease, slot), and waits on the router's schedule for a new dispatch (the old
+-- one's message is then refused at claim as stale).
+local function schedule_retry(id, key, old, err, due_ms)
+  redis.call('HSET', key, 'error', err, 'due_at', due_ms)
+  redis.call('HDEL', key, 'token', 'lease_until')
+  release_slot(id, key)
+  redis.call('HINCRBY', key, 'dispatch', 1)
+  redis.call('ZADD', K.schedule, due_ms, id)
+  move_state(id, key, old, 'retrying')
+  count('retried', key)
 end
 
 -- A queued Celery job (outside a native canvas, not already being sent, queued at least

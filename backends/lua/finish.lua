@@ -8,25 +8,13 @@ local key = K.job(id)
 local r = redis.call('HMGET', key, 'state', 'token')
 if r[1] ~= 'running' or r[2] ~= ARGV[3] then return {'lost', r[1] or 'missing'} end
 redis.call('ZREM', K.running, id)
-redis.call('HDEL', key, 'token', 'lease_until')
-release_slot(id, key)
 push_history(key, ARGV[8])
 if outcome == 'succeeded' then
-  redis.call('HSET', key, 'result', ARGV[6], 'finished_at', now)
-  move_state(id, key, 'running', 'succeeded')
-  count('succeeded', key)
-  expire_finished(id, key, now)
+  end_job(id, key, 'running', 'succeeded', now, 'result', ARGV[6])
   return {'ok', 'succeeded'}
 elseif outcome == 'failed' then
-  redis.call('HSET', key, 'error', ARGV[6], 'finished_at', now)
-  move_state(id, key, 'running', 'failed')
-  count('failed', key)
-  expire_finished(id, key, now)
+  end_job(id, key, 'running', 'failed', now, 'error', ARGV[6])
   return {'ok', 'failed'}
 end
-redis.call('HSET', key, 'error', ARGV[6], 'due_at', ARGV[7])
-redis.call('HINCRBY', key, 'dispatch', 1)
-redis.call('ZADD', K.schedule, tonumber(ARGV[7]), id)
-move_state(id, key, 'running', 'retrying')
-count('retried', key)
+schedule_retry(id, key, 'running', ARGV[6], ARGV[7])
 return {'ok', 'retrying'}

@@ -81,11 +81,8 @@ local function stop_downstream(wk, root, rkey, rstate, cancel_requested)
         new, err = 'failed', {type = 'UpstreamFailed', message = why}
       end
       redis.call('ZREM', K.schedule, d)
-      redis.call('HSET', dk, 'error', cjson.encode(err), 'finished_at', now)
       redis.call('HDEL', dk, 'due_at')
-      move_state(d, dk, 'scheduled', new)
-      count(new, dk)
-      expire_finished(d, dk, now)
+      end_job(d, dk, 'scheduled', new, now, 'error', cjson.encode(err))
       count_member(wk, dk, new)
       for _, n in ipairs(next_of(dk)) do table.insert(queue, n) end
     end
