@@ -16,11 +16,32 @@ local function move_state(id, key, old, new)
   redis.call('HSET', key, 'state', new)
 end
 
--- One more `event` (succeeded, retried...) in the lifetime counters of /metrics.
+-- One more `event` (submitted, succeeded, retried...) in the lifetime counters of /metrics.
+local function count_fields(event, profile, backend, queue, task)
+  redis.call('HINCRBY', K.counters, event .. '|' .. (profile or '') .. '|' .. (backend or '')
+    .. '|' .. (queue or '') .. '|' .. (task or ''), 1)
+end
+
+-- count_fields with the fields read from the record.
 local function count(event, key)
   local f = redis.call('HMGET', key, 'profile', 'backend', 'queue', 'task')
-  redis.call('HINCRBY', K.counters,
-    event .. '|' .. (f[1] or '') .. '|' .. (f[2] or '') .. '|' .. (f[3] or '') .. '|' .. (f[4] or ''), 1)
+  count_fields(event, f[1], f[2], f[3], f[4])
+end
+
+-- A new record (fields f: state, profile, backend, queue, task) enters every index,
+-- scored by its creation time, and is counted as submitted. If it never finishes, it
+-- expires unfinished after ttl ms: its expiry entry names the state '*', so that the
+-- sweep then clears every unfinished state index (expire_finished replaces the entry
+-- with one naming the final state).
+local function index_new(id, f, created, ttl)
+  redis.call('ZADD', K.index_all, created, id)
+  redis.call('ZADD', K.index_of('state', f.state), created, id)
+  redis.call('ZADD', K.index_of('profile', f.profile), created, id)
+  redis.call('ZADD', K.index_of('backend', f.backend), created, id)
+  redis.call('ZADD', K.index_of('task', f.task), created, id)
+  count_fields('submitted', f.profile, f.backend, f.queue, f.task)
+  redis.call('ZADD', K.expiry, created + ttl,
+    id .. '|' .. (f.profile or '') .. '|' .. (f.backend or '') .. '|*|' .. (f.task or ''))
 end
 
 -- A finished record lives keep_ms more. The expiry entry names every index the job is

@@ -20,19 +20,9 @@ local function field(name)
   if value == nil then value = redis.call('HGET', key, name) end
   return value
 end
-local state, profile, backend, task = field('state'), field('profile'), field('backend'), field('task')
-redis.call('ZADD', K.index_all, created, id)
-redis.call('ZADD', K.index_of('state', state), created, id)
-redis.call('ZADD', K.index_of('profile', profile), created, id)
-redis.call('ZADD', K.index_of('backend', backend), created, id)
-redis.call('ZADD', K.index_of('task', task), created, id)
--- count('submitted', key), with the fields at hand
-redis.call('HINCRBY', K.counters, 'submitted|' .. (profile or '') .. '|' ..
-  (backend or '') .. '|' .. (field('queue') or '') .. '|' .. (task or ''), 1)
--- If the job never finishes its record expires unfinished; '*' has the sweep clear every
--- unfinished state index (a finished job gets its own entry in expire_finished).
-redis.call('ZADD', K.expiry, created + tonumber(ARGV[4]),
-  id .. '|' .. (profile or '') .. '|' .. (backend or '') .. '|*|' .. (task or ''))
+local state = field('state')
+index_new(id, {state = state, profile = field('profile'), backend = field('backend'),
+  queue = field('queue'), task = field('task')}, created, tonumber(ARGV[4]))
 if state == 'scheduled' then
   redis.call('ZADD', K.schedule, tonumber(field('due_at')), id)
 end

@@ -5,7 +5,6 @@
 -- ARGV: prefix, workflow_id, now_ms, unfinished_ttl_ms, entry_dispatch_at_ms,
 --       n, n workflow fields and values (alternating),
 --       then per member: id, n, n fields and values.
--- The record and index writes mirror create.lua.
 local wid, now = ARGV[2], tonumber(ARGV[3])
 local ttl, entry_at, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local wk = K.workflow(wid)
@@ -18,13 +17,9 @@ while i <= #ARGV do
   local key = K.job(id)
   redis.call('HSET', key, unpack(ARGV, i + 2, i + 1 + nfields))
   redis.call('PEXPIRE', key, ttl)
-  local f = redis.call('HMGET', key, 'state', 'profile', 'backend', 'task')
-  redis.call('ZADD', K.index_all, now, id)
-  redis.call('ZADD', K.index_of('state', f[1]), now, id)
-  redis.call('ZADD', K.index_of('profile', f[2]), now, id)
-  redis.call('ZADD', K.index_of('backend', f[3]), now, id)
-  redis.call('ZADD', K.index_of('task', f[4]), now, id)
-  count('submitted', key)
+  local f = redis.call('HMGET', key, 'state', 'profile', 'backend', 'queue', 'task')
+  -- As create.lua: indexed, counted, and swept should it expire unfinished.
+  index_new(id, {state = f[1], profile = f[2], backend = f[3], queue = f[4], task = f[5]}, now, ttl)
   if f[1] == 'queued' then redis.call('ZADD', K.dispatching, entry_at, id) end
   i = i + 2 + nfields
 end

@@ -29,6 +29,7 @@ from taskrouter import (
 from taskrouter.backends import workflows
 from taskrouter.workflow import Signature
 from tests.integration import app
+from tests.integration.conftest import poll
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +255,22 @@ def test_a_member_canceled_on_its_own_cancels_what_waits_for_it(runtime, monkeyp
         str(err.value) == f"workflow {run.id} canceled: step 1 (t.wf_add, job {first}) was canceled"
     )
     assert err.value.job_id == first
+
+
+def test_the_sweep_clears_the_indexes_of_members_that_expired_unfinished(runtime, monkeypatch):
+    monkeypatch.setattr(workflows, "UNFINISHED_TTL", 0.05)  # seconds: records live 50 ms
+    run = workflows.enqueue(runtime, chain(app.wf_add.s(1, 2), app.wf_add.s(3)))
+    client, keys = runtime.store.client, runtime.store.keys
+    indexes = [(j.id, keys.index(f, v)) for j in run.jobs for f, v in index_pairs(runtime, j.id)]
+    assert all(client.zscore(key, job_id) is not None for job_id, key in indexes)
+    poll(lambda: not any(runtime.store.exists(j.id) for j in run.jobs), 5, "the records to expire")
+    swept = poll(lambda: runtime.store.sweep(), 5, "the sweep to find the expired members")
+    assert swept == len(run.jobs)
+    left = [(job_id, key) for job_id, key in indexes if client.zscore(key, job_id) is not None]
+    assert left == []
+
+
+def index_pairs(rt: Any, job_id: str) -> list[tuple[str, str]]:
+    """(field, value) of every index a job's record is in now."""
+    r = rt.store.read(job_id)
+    return [("all", "")] + [(f, r[f]) for f in ("state", "profile", "backend", "task")]
