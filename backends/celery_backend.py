@@ -212,7 +212,7 @@ class CeleryBackend:
                 self.store.delete(job_id, str(create[3]))
             raise
         if redispatch:
-            self.store.dispatched(job_id)
+            self.store.dispatched(job_id, self.name)
 
     def filled(
         self, job_id: str, dispatch: int, settings: ProfileSettings
@@ -250,7 +250,7 @@ class CeleryBackend:
             self.store.queue_create(pipe, create, cached=True)
         pipe.lpush(*message)
         if redispatch:
-            pipe.zrem(self.store.keys.dispatching, job_id)
+            pipe.zrem(self.store.keys.dispatching(self.name), job_id)
         return self._execute(pipe, job_id, create is not None)
 
     def _load_create(self) -> None:

@@ -149,7 +149,7 @@ class RQBackend:
         if create is not None:
             self.store.queue_create(pipe, create, cached=cached)
         if redispatch:
-            pipe.zrem(self.store.keys.dispatching, job_id)
+            pipe.zrem(self.store.keys.dispatching(self.name), job_id)
         q.enqueue_call(
             ENTRY,
             args=(job_id, dispatch),

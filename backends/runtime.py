@@ -231,21 +231,26 @@ class Runtime:
     def pump(self, limit: int = 200, grace_ms: int = int(DISPATCH_GRACE * 1000)) -> int:
         """Send due retries and delayed jobs to their engines; returns how many."""
         sent = 0
-        for job_id, backend, queue, dispatch, profile in self.store.take_due(limit, grace_ms):
-            ps = self.derived.profiles.get(profile)
-            if ps is None or backend not in self.backends:
-                # Left in the dispatching set: a process with the right policy sends it.
-                log.error(
-                    "job %s: profile %r / backend %r unknown to this policy",
-                    job_id,
-                    profile,
-                    backend,
-                )
-                continue
-            if ps.queue != queue:
-                ps = _with_queue(ps, queue)
-            self.backends[backend].send(job_id, int(dispatch), ps, redispatch=True)
-            sent += 1
+        # take_due hands out one engine's jobs (each has its own dispatching set): ask
+        # for those of every engine this process has.
+        for engine in self.backends:
+            for job_id, backend, queue, dispatch, profile in self.store.take_due(
+                limit, grace_ms, engine
+            ):
+                ps = self.derived.profiles.get(profile)
+                if ps is None or backend not in self.backends:
+                    # Left in the dispatching set: a process with the right policy sends it.
+                    log.error(
+                        "job %s: profile %r / backend %r unknown to this policy",
+                        job_id,
+                        profile,
+                        backend,
+                    )
+                    continue
+                if ps.queue != queue:
+                    ps = _with_queue(ps, queue)
+                self.backends[backend].send(job_id, int(dispatch), ps, redispatch=True)
+                sent += 1
         return sent
 
     def requeue_held(self, before: float) -> list[str]:

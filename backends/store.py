@@ -242,14 +242,17 @@ class JobStore:
         flat = [x for pair in leases.items() for x in pair]
         return list(self._run("renew", now_ms(), lease_ms, *flat))
 
-    def take_due(self, limit: int, grace_ms: int) -> list[tuple[str, str, str, str, str]]:
-        """Due jobs to send: (id, backend, queue, dispatch, profile)."""
-        flat = self._run("take_due", now_ms(), limit, grace_ms)
+    def take_due(
+        self, limit: int, grace_ms: int, engine: str
+    ) -> list[tuple[str, str, str, str, str]]:
+        """Due jobs of ``engine`` to send: (id, backend, queue, dispatch, profile). Moves
+        every engine's due jobs off the schedule into that engine's dispatching set."""
+        flat = self._run("take_due", now_ms(), limit, grace_ms, engine)
         return [tuple(flat[i : i + 5]) for i in range(0, len(flat), 5)]  # type: ignore[misc]
 
-    def dispatched(self, job_id: str) -> None:
+    def dispatched(self, job_id: str, engine: str) -> None:
         with redis_errors():
-            self.client.zrem(self.keys.dispatching, job_id)
+            self.client.zrem(self.keys.dispatching(engine), job_id)
 
     def cancel(self, job_id: str) -> list[str]:
         return list(self._run("cancel", job_id, now_ms()))

@@ -42,9 +42,16 @@ class Keys:
         """Sorted set: job ids waiting for a retry, scored by due time."""
         return f"{self.prefix}:schedule"
 
+    def dispatching(self, engine: str) -> str:
+        """Sorted set: ids of an engine's queued jobs to send, scored by when to (re)send
+        them. One per engine ("celery", "rq": the record's backend), so that a process
+        sends only its engines' jobs and leaves the others' to their own processes."""
+        return f"{self.prefix}:dispatching:{engine}"
+
     @property
-    def dispatching(self) -> str:
-        """Sorted set: job ids taken off the schedule, scored by when to resend them."""
+    def legacy_dispatching(self) -> str:
+        """Sorted set: the one dispatching set of versions before the per-engine sets;
+        take_due moves what it finds there into the engines' sets."""
         return f"{self.prefix}:dispatching"
 
     @property

@@ -6,7 +6,7 @@ local r = redis.call('HMGET', key, 'state', 'backend', 'dispatch')
 if not r[1] then return {'missing'} end
 if r[1] == 'succeeded' or r[1] == 'failed' or r[1] == 'canceled' then return {'finished', r[1]} end
 redis.call('ZREM', K.schedule, id)
-redis.call('ZREM', K.dispatching, id)
+if r[2] then redis.call('ZREM', K.dispatching(r[2]), id) end
 redis.call('ZREM', K.running, id)
 end_job(id, key, r[1], 'canceled', now, 'error',
   cjson.encode({type = 'Canceled', message = 'canceled while ' .. r[1]}))

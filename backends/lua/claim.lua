@@ -7,7 +7,7 @@ local key = K.job(id)
 -- Every field this script may need, in one read: a claim is on every job's start path.
 local r = redis.call('HMGET', key, 'state', 'dispatch', 'lease_until', 'attempts',
   'max_attempts', 'token', 'profile', 'created_at', 'waiting', 'task', 'payload', 'delays',
-  'workflow_id')
+  'workflow_id', 'backend')
 local state = r[1]
 if not state then return {'missing'} end
 if state == 'succeeded' or state == 'failed' or state == 'canceled' then return {'finished', state} end
@@ -58,6 +58,6 @@ if r[9] then redis.call('HDEL', key, 'waiting') end
 redis.call('HSET', key, 'state', 'running', 'attempts', attempts + 1, 'started_at', now,
   'worker', ARGV[4], 'lease_until', lease, 'token', ARGV[7])
 redis.call('ZADD', K.running, lease, id)
-redis.call('ZREM', K.dispatching, id)
+if r[14] then redis.call('ZREM', K.dispatching(r[14]), id) end  -- it reached its engine
 move_index(id, key, state, 'running', created)
 return granted(attempts + 1)

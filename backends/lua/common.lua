@@ -145,11 +145,11 @@ local function redispatch_queued(id, now, older_ms, dispatch)
   local f = redis.call('HMGET', key, 'state', 'backend', 'queued_at', 'workflow_id', 'dispatch')
   if f[1] ~= 'queued' or f[2] ~= 'celery' or tonumber(f[3] or '0') > now - older_ms
      or (f[4] and f[4] ~= '') or (dispatch and f[5] ~= dispatch)
-     or redis.call('ZSCORE', K.dispatching, id) then
+     or redis.call('ZSCORE', K.dispatching(f[2]), id) then
     return false
   end
   redis.call('HINCRBY', key, 'dispatch', 1)
   redis.call('HSET', key, 'queued_at', now)
-  redis.call('ZADD', K.dispatching, now, id)
+  redis.call('ZADD', K.dispatching(f[2]), now, id)
   return true
 end

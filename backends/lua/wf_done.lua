@@ -37,9 +37,9 @@ local function unblock(d, mode)
   if mode == 'per-step' then
     redis.call('HSET', dk, 'queued_at', now)
     move_state(d, dk, state, 'queued')
-    -- The caller sends it; if the caller dies first, the pump does after the grace.
-    redis.call('ZADD', K.dispatching, now + grace, d)
+    -- The caller sends it; if the caller dies first, its engine's pump does after the grace.
     local s = redis.call('HMGET', dk, 'backend', 'queue', 'dispatch', 'profile')
+    redis.call('ZADD', K.dispatching(s[1]), now + grace, d)
     table.insert(out, d); table.insert(out, s[1]); table.insert(out, s[2])
     table.insert(out, s[3]); table.insert(out, s[4])
   else

@@ -198,7 +198,7 @@ def test_a_delayed_job_waits_on_the_schedule(store: JobStore, r: redis.Redis) ->
     record = store.read(job_id)
     assert record is not None and record["state"] == "scheduled"
     assert r.zscore(store.keys.schedule, job_id) == float(record["due_at"])
-    assert store.take_due(100, 30_000) == []
+    assert store.take_due(100, 30_000, "celery") == []
     assert store.read(job_id)["state"] == "scheduled"  # type: ignore[index]
 
 
@@ -365,11 +365,11 @@ def test_retry_goes_to_the_schedule_and_take_due_returns_it_when_due(
     assert r.zscore(store.keys.schedule, job_id) == due
     assert in_index(r, store.keys, job_id, "state", "retrying")
     # Not before it is due.
-    assert store.take_due(100, 30_000) == []
+    assert store.take_due(100, 30_000, "rq") == []
     assert now_ms() < due, "the machine is too slow for this check"
     assert store.read(job_id)["state"] == "retrying"  # type: ignore[index]
     # When due: back to queued, to be sent as dispatch 2.
-    taken = poll(lambda: store.take_due(100, 30_000), 10, "the retry to fall due")
+    taken = poll(lambda: store.take_due(100, 30_000, "rq"), 10, "the retry to fall due")
     assert now_ms() >= due
     assert taken == [(job_id, "rq", "slow", "2", "p")]
     record = store.read(job_id)
@@ -377,24 +377,59 @@ def test_retry_goes_to_the_schedule_and_take_due_returns_it_when_due(
     assert record["state"] == "queued" and "due_at" not in record
     assert int(record["queued_at"]) >= due
     assert r.zscore(store.keys.schedule, job_id) is None
-    assert r.zscore(store.keys.dispatching, job_id) is not None
+    assert r.zscore(store.keys.dispatching("rq"), job_id) is not None
     # The first dispatch's message is stale now; the second one runs attempt 2.
     assert store.claim(job_id, 1, "w1", token(), LONG_LEASE).status == "stale"
     claim = store.claim(job_id, 2, "w2", token(), LONG_LEASE)
     assert (claim.status, claim.attempts) == ("ok", 2)
-    assert r.zscore(store.keys.dispatching, job_id) is None
+    assert r.zscore(store.keys.dispatching("rq"), job_id) is None
 
 
 def test_a_dispatch_that_never_reached_its_engine_is_sent_again(store: JobStore) -> None:
     job_id = create_job(store, delay_ms=1)
-    assert poll(lambda: store.take_due(100, 50), 5, "the delayed job") == [
+    assert poll(lambda: store.take_due(100, 50, "celery"), 5, "the delayed job") == [
         (job_id, "celery", "p", "1", "p")
     ]
     # No engine confirmed it: after the grace it is handed out again.
-    again = poll(lambda: store.take_due(100, 50), 5, "the grace to pass")
+    again = poll(lambda: store.take_due(100, 50, "celery"), 5, "the grace to pass")
     assert again == [(job_id, "celery", "p", "1", "p")]
-    store.dispatched(job_id)
-    assert store.take_due(100, 0) == []
+    store.dispatched(job_id, "celery")
+    assert store.take_due(100, 0, "celery") == []
+
+
+def test_take_due_hands_out_its_engines_jobs_and_readies_the_others_for_theirs(
+    store: JobStore, r: redis.Redis
+) -> None:
+    celery_job = create_job(store, backend="celery", delay_ms=1)
+    rq_job = create_job(store, backend="rq", queue="slow", delay_ms=1)
+    due = max(int(store.read(j)["due_at"]) for j in (celery_job, rq_job))  # type: ignore[index]
+    poll(lambda: now_ms() > due, 5, "both jobs to fall due")
+    assert store.take_due(100, 30_000, "celery") == [(celery_job, "celery", "p", "1", "p")]
+    # The RQ job left the schedule as well: queued, and due at once in RQ's own set.
+    assert store.read(rq_job)["state"] == "queued"  # type: ignore[index]
+    assert r.zscore(store.keys.schedule, rq_job) is None
+    assert r.zscore(store.keys.dispatching("rq"), rq_job) <= now_ms()  # type: ignore[operator]
+    assert r.zscore(store.keys.dispatching("celery"), rq_job) is None
+    assert store.take_due(100, 30_000, "celery") == []
+    assert store.take_due(100, 30_000, "rq") == [(rq_job, "rq", "slow", "1", "p")]
+    # Cancel takes a job out of its engine's set.
+    store.cancel(rq_job)
+    assert r.zscore(store.keys.dispatching("rq"), rq_job) is None
+
+
+def test_take_due_moves_the_one_dispatching_set_of_older_versions_into_the_engines_sets(
+    store: JobStore, r: redis.Redis
+) -> None:
+    legacy = store.keys.legacy_dispatching
+    assert legacy == f"{store.keys.prefix}:dispatching"  # the name older versions wrote
+    celery_job, rq_job = create_job(store, backend="celery"), create_job(store, backend="rq")
+    expired = new_job_id()  # a record that is gone
+    r.zadd(legacy, {celery_job: now_ms() + 60_000, rq_job: 0, expired: 0})
+    assert [t[0] for t in store.take_due(100, 30_000, "celery")] == [celery_job]  # due now
+    assert r.exists(legacy) == 0
+    assert [t[0] for t in store.take_due(100, 30_000, "rq")] == [rq_job]
+    for engine in ("celery", "rq"):
+        assert r.zscore(store.keys.dispatching(engine), expired) is None
 
 
 def test_renew_extends_only_the_leases_still_owned(store: JobStore, r: redis.Redis) -> None:
@@ -447,7 +482,7 @@ def test_cancel_of_a_scheduled_or_retrying_job_takes_it_off_the_schedule(
     store.claim(retrying, 1, "w1", tok, LONG_LEASE)
     store.finish(retrying, tok, "retry", "{}", due_ms=now_ms(), history=history())
     assert store.cancel(retrying) == ["ok", "retrying", "celery", "2"]
-    assert store.take_due(100, 30_000) == []
+    assert store.take_due(100, 30_000, "celery") == []
 
 
 def test_cancel_of_a_finished_or_missing_job(store: JobStore) -> None:
@@ -486,7 +521,7 @@ def test_reap_retries_a_job_whose_lease_lapsed_when_attempts_remain(
     # The dead worker's late outcome is dropped; reaping again finds nothing.
     assert store.finish(job_id, tok, "succeeded", "1", history=history())[0] == "lost"
     assert store.reap() == []
-    assert [t[0] for t in store.take_due(100, 30_000)] == [job_id]
+    assert [t[0] for t in store.take_due(100, 30_000, "celery")] == [job_id]
 
 
 def test_reap_fails_a_job_with_worker_lost_when_no_attempt_remains(
@@ -533,12 +568,12 @@ def test_concurrency_limit_sends_the_second_claim_back_to_the_schedule(
     assert r.zrange(store.keys.slots("capped"), 0, -1) == [first]
     # While the first still runs, the schedule keeps the second back even when it is due.
     poll(lambda: now_ms() > wait, 5, "the limited job to fall due")
-    assert store.take_due(100, 30_000) == []
+    assert store.take_due(100, 30_000, "celery") == []
     assert r.zscore(store.keys.schedule, second) > wait  # type: ignore[operator]
     assert store.read(second)["state"] == "scheduled"  # type: ignore[index]
     store.finish(first, tok, "succeeded", "1", history=history())
     assert r.zcard(store.keys.slots("capped")) == 0
-    taken = poll(lambda: store.take_due(100, 30_000), 5, "the second job to be sent")
+    taken = poll(lambda: store.take_due(100, 30_000, "celery"), 5, "the second job to be sent")
     assert taken == [(second, "celery", "capped", "2", "capped")]
     claim = store.claim(second, 2, "w2", token(), LONG_LEASE)
     assert (claim.status, claim.attempts) == ("ok", 1)
@@ -551,7 +586,9 @@ def test_a_dead_workers_slot_is_given_back(store: JobStore) -> None:
     store.claim(first, 1, "dead", token(), 200)
     assert store.claim(second, 1, "w2", token(), LONG_LEASE).status == "limited"
     # The dead worker's slot lapses with its lease: the second job may start then.
-    taken = poll(lambda: store.take_due(100, 30_000), 5, "the dead worker's slot to lapse")
+    taken = poll(
+        lambda: store.take_due(100, 30_000, "celery"), 5, "the dead worker's slot to lapse"
+    )
     assert [t[0] for t in taken] == [second]
     claim = store.claim(second, 2, "w2", token(), LONG_LEASE)
     assert (claim.status, claim.attempts) == ("ok", 1)
@@ -571,7 +608,7 @@ def test_rate_limit_defers_the_third_start_in_a_window(store: JobStore, r: redis
     assert third.status == "limited"
     assert started + 60_000 <= int(third.detail) <= now_ms() + 60_000
     assert store.read(jobs[2])["state"] == "scheduled"  # type: ignore[index]
-    assert store.take_due(100, 30_000) == []
+    assert store.take_due(100, 30_000, "celery") == []
 
 
 def test_limits_of_other_profiles_do_not_apply(store: JobStore) -> None:
@@ -645,7 +682,7 @@ def test_a_celery_job_queued_past_the_window_gets_a_new_dispatch(store: JobStore
     time.sleep(0.05)
     assert store.requeue_stale(0.01) == [old]  # RQ keeps its own in-flight list: not needed
     assert store.requeue_stale(0.01) == []  # once per window, not on every pass
-    sent = store.take_due(10, grace_ms=30_000)
+    sent = store.take_due(10, grace_ms=30_000, engine="celery")
     assert [(s[0], s[3]) for s in sent] == [(old, "2")]
     # The lost (or late) first message is refused; the new dispatch runs.
     assert store.claim(old, 1, "w", token(), 5_000).status == "stale"

@@ -27,6 +27,8 @@ from taskrouter import (
     group,
 )
 from taskrouter.backends import workflows
+from taskrouter.backends.store import now_ms
+from taskrouter.registry import CallOptions
 from taskrouter.workflow import Signature
 from tests.integration import app
 from tests.integration.conftest import poll
@@ -60,7 +62,7 @@ class Recorder:
         with self._lock:
             self.sent.append(job_id)
         if redispatch:
-            self.store.dispatched(job_id)
+            self.store.dispatched(job_id, settings.backend)
 
     def stop(self, job_id, dispatch, *, running) -> None:
         self.stopped.append(job_id)
@@ -125,7 +127,8 @@ def test_concurrent_finishes_start_the_body_once_with_results_in_order(runtime):
         record = runtime.store.read(body.id)
         assert record["state"] == "queued"
         assert codec.decode_call(record["payload"]) == (([i * i for i in range(n)], "k"), {})
-        assert runtime.store.client.zscore(runtime.store.keys.dispatching, body.id) is None
+        dispatching = runtime.store.keys.dispatching(record["backend"])
+        assert runtime.store.client.zscore(dispatching, body.id) is None
         assert workflows.get(runtime, run.id).state == "running"
 
 
@@ -181,12 +184,23 @@ def test_a_released_member_whose_send_failed_is_sent_by_the_pump(runtime):
     runtime.recorder.down = True
     workflows.count_finished(runtime, first)  # the flip happened, the send did not
     assert runtime.store.read(second)["state"] == "queued"
-    dispatching = runtime.store.keys.dispatching
+    dispatching = runtime.store.keys.dispatching(runtime.store.read(second)["backend"])
     assert runtime.store.client.zscore(dispatching, second) is not None
     runtime.recorder.down = False
     runtime.store.client.zadd(dispatching, {second: 0})  # the grace has passed
     assert runtime.pump() == 1
     assert runtime.recorder.sent[-1] == second
+
+
+def test_the_pump_sends_the_due_jobs_of_every_engine(runtime):
+    delayed = CallOptions(delay=0.001)
+    jobs = [runtime.enqueue(t, (1, 2), {}, delayed) for t in (app.wf_add, app.wf_square_rq)]
+    assert sorted(runtime.store.read(j.id)["backend"] for j in jobs) == ["celery", "rq"]
+    due = max(int(runtime.store.read(j.id)["due_at"]) for j in jobs)
+    poll(lambda: now_ms() > due, 5, "both jobs to fall due")
+    assert runtime.pump() == 2
+    assert sorted(runtime.recorder.sent) == sorted(j.id for j in jobs)
+    assert runtime.pump() == 0  # each sent once, and confirmed in its engine's set
 
 
 def test_cancel_ends_every_unfinished_member(runtime):
