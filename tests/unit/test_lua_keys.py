@@ -28,15 +28,22 @@ def test_no_script_builds_a_key_of_its_own() -> None:
 
 def test_the_table_has_every_key_as_keys_py_builds_it() -> None:
     table = lua_key_table()
-    assert "  K.schedule = prefix .. ':schedule'\n" in table
-    assert "  function K.job(job_id) return prefix .. ':job:' .. job_id end\n" in table
-    assert "  K.counters = prefix .. ':counters'\n" in table  # a method without parameters
+    assert "    schedule = prefix .. ':schedule',\n" in table
+    assert "    job = function(job_id) return prefix .. ':job:' .. job_id end,\n" in table
+    assert "    counters = prefix .. ':counters',\n" in table  # a method without parameters
     assert (
-        "  function K.index_of(field, value) return prefix .. ':idx:' .. field .. ':' .. value end"
-        in table
+        "    index_of = function(field, value) return prefix .. ':idx:' .. field .. ':' .. value"
+        " end,\n" in table
     )
     members = {n for n in vars(Keys) if not n.startswith("_") and n != "prefix"} - PYTHON_ONLY
-    assert set(re.findall(r"K\.(\w+)", table)) == members
+    assert set(re.findall(r"^    (\w+) = ", table, re.M)) == members
+
+
+def test_a_table_of_some_keys_has_those_only_and_refuses_unknown_ones() -> None:
+    table = lua_key_table(["running", "job"])
+    assert re.findall(r"^    (\w+) = ", table, re.M) == ["job", "running"]  # in keys.py's order
+    with pytest.raises(ValueError, match=r"no such key in router/keys.py: K.shedule"):
+        lua_key_table(["job", "shedule"])
 
 
 def test_a_key_that_is_not_plain_text_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,21 +57,26 @@ def test_a_key_that_is_not_plain_text_is_refused(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(lua_keys, "Keys", Odd)
     with pytest.raises(ValueError, match="once each"):
-        lua_keys._entry("shouted", Odd.shouted)
+        lua_keys._value("shouted", Odd.shouted)
     with pytest.raises(ValueError, match="Lua literal"):
-        lua_keys._entry("quoted", Odd.quoted)
+        lua_keys._value("quoted", Odd.quoted)
 
 
 def test_a_key_that_branches_on_a_default_is_refused() -> None:
     with pytest.raises(ValueError, match="branches on its defaults"):
-        lua_keys._entry("index", Keys.index)
+        lua_keys._value("index", Keys.index)
 
 
-def test_every_script_starts_with_the_key_table_and_the_helpers() -> None:
+def test_every_script_is_the_table_of_its_keys_the_helpers_and_its_body() -> None:
     names = {p.stem for p in LUA.glob("*.lua")} - {"common", "wf_common"}
     assert set(SCRIPTS) == names
     common, wf_common = (LUA / "common.lua").read_text(), (LUA / "wf_common.lua").read_text()
     for name, text in SCRIPTS.items():
-        assert text.startswith(lua_key_table() + "\n" + common), name
-        assert (wf_common in text) == name.startswith("wf_"), name
-        assert text.endswith((LUA / f"{name}.lua").read_text()), name
+        table, rest = text.split("\nend\n\n", 1)
+        assert rest.startswith(common), name
+        assert (wf_common in rest) == name.startswith("wf_"), name
+        assert rest.endswith((LUA / f"{name}.lua").read_text()), name
+        # The table has exactly the keys the script names.
+        assert set(re.findall(r"^    (\w+) = ", table, re.M)) == set(
+            re.findall(r"\bK\.(\w+)", rest)
+        )
