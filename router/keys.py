@@ -2,6 +2,9 @@
 
 The engines' own keys (RQ's ``rq:*``, kombu's queues) are named by the engines; their
 prefixes are set from ``Settings.rq_key_prefix`` and ``Settings.celery_key_prefix``.
+
+The Lua scripts get the same names from a table rendered from this class (lua_keys.py):
+a key is the prefix and the parameters joined by literal text, nothing computed.
 """
 
 from __future__ import annotations
@@ -23,15 +26,32 @@ class Keys:
 
     def index(self, field: str = "all", value: str = "") -> str:
         """Sorted set of job ids scored by creation time (ms): all jobs, or by a field."""
-        return f"{self.prefix}:idx:all" if field == "all" else f"{self.prefix}:idx:{field}:{value}"
+        return self.index_all if field == "all" else self.index_of(field, value)
+
+    @property
+    def index_all(self) -> str:
+        """Sorted set: every job id, scored by creation time (ms)."""
+        return f"{self.prefix}:idx:all"
+
+    def index_of(self, field: str, value: str) -> str:
+        """Sorted set: ids of the jobs whose record has ``field`` = ``value``, by creation."""
+        return f"{self.prefix}:idx:{field}:{value}"
 
     @property
     def schedule(self) -> str:
         """Sorted set: job ids waiting for a retry, scored by due time."""
         return f"{self.prefix}:schedule"
 
-    def dispatching(self, engine: str = "") -> str:
-        """Sorted set: job ids taken off the schedule, scored by when to resend them."""
+    def dispatching(self, engine: str) -> str:
+        """Sorted set: ids of an engine's queued jobs to send, scored by when to (re)send
+        them. One per engine ("celery", "rq": the record's backend), so that a process
+        sends only its engines' jobs and leaves the others' to their own processes."""
+        return f"{self.prefix}:dispatching:{engine}"
+
+    @property
+    def legacy_dispatching(self) -> str:
+        """Sorted set: the one dispatching set of versions before the per-engine sets;
+        take_due moves what it finds there into the engines' sets."""
         return f"{self.prefix}:dispatching"
 
     @property

@@ -3,11 +3,11 @@
 -- Returns {'ok', task, payload, attempts, max_attempts, delays, workflow_id}, or
 -- {'missing'} / {'finished', state} / {'stale', dispatch} / {'duplicate'}.
 local id, dispatch, now = ARGV[2], ARGV[3], tonumber(ARGV[5])
-local key = jkey(id)
+local key = K.job(id)
 -- Every field this script may need, in one read: a claim is on every job's start path.
 local r = redis.call('HMGET', key, 'state', 'dispatch', 'lease_until', 'attempts',
   'max_attempts', 'token', 'profile', 'created_at', 'waiting', 'task', 'payload', 'delays',
-  'workflow_id')
+  'workflow_id', 'backend')
 local state = r[1]
 if not state then return {'missing'} end
 if state == 'succeeded' or state == 'failed' or state == 'canceled' then return {'finished', state} end
@@ -25,19 +25,12 @@ if state == 'running' then
   -- Same dispatch delivered again: a ghost copy while the first still runs, or a
   -- redelivery after its worker died (lease lapsed).
   if tonumber(r[3] or '0') > now then return {'duplicate'} end
-  redis.call('ZREM', prefix .. ':running', id)
+  redis.call('ZREM', K.running, id)
   local was = redis.call('HMGET', key, 'worker', 'started_at')
-  local lost = {type = 'WorkerLost', message = 'worker ' .. (was[1] or '?') ..
-    ' stopped renewing the lease of attempt ' .. attempts .. ' (it died or hung)'}
-  push_history(key, cjson.encode({attempt = attempts, worker = was[1],
-    started_at = tonumber(was[2]), finished_at = now, error = lost}))
+  local lost = worker_lost(key, attempts, was[1], was[2], now)
   if attempts >= max then
-    redis.call('HSET', key, 'error', cjson.encode(lost), 'finished_at', now)
-    redis.call('HDEL', key, 'token', 'lease_until', 'worker')
-    release_slot(id, key)
-    move_state(id, key, state, 'failed')
-    count('failed', key)
-    expire_finished(id, key, now)
+    redis.call('HDEL', key, 'worker')
+    end_job(id, key, state, 'failed', now, 'error', lost)
     return {'finished', 'failed'}
   end
 elseif state ~= 'queued' then
@@ -46,7 +39,7 @@ end
 local lease = now + tonumber(ARGV[6])
 local cap, rcount, rper = limits(profile)
 if cap or rcount then
-  local slots = prefix .. ':slots:' .. profile
+  local slots = K.slots(profile)
   redis.call('ZREM', slots, id)  -- a redelivery after a death re-acquires below
   local room, wait = headroom(profile, now, cap, rcount, rper)
   if room ~= nil and room <= 0 then
@@ -54,17 +47,17 @@ if cap or rcount then
     -- engine message is spent; a new dispatch is sent when the job may start.
     redis.call('HINCRBY', key, 'dispatch', 1)
     redis.call('HSET', key, 'due_at', wait, 'waiting', 'limit')
-    redis.call('ZADD', prefix .. ':schedule', wait, id)
+    redis.call('ZADD', K.schedule, wait, id)
     move_state(id, key, state, 'scheduled')
     return {'limited', tostring(wait)}
   end
   if cap then redis.call('ZADD', slots, lease, id) end
-  if rcount then redis.call('ZADD', prefix .. ':rate:' .. profile, now, id .. ':' .. (attempts + 1)) end
+  if rcount then redis.call('ZADD', K.rate(profile), now, id .. ':' .. (attempts + 1)) end
 end
 if r[9] then redis.call('HDEL', key, 'waiting') end
 redis.call('HSET', key, 'state', 'running', 'attempts', attempts + 1, 'started_at', now,
   'worker', ARGV[4], 'lease_until', lease, 'token', ARGV[7])
-redis.call('ZADD', prefix .. ':running', lease, id)
-redis.call('ZREM', prefix .. ':dispatching', id)
+redis.call('ZADD', K.running, lease, id)
+if r[14] then redis.call('ZREM', K.dispatching(r[14]), id) end  -- it reached its engine
 move_index(id, key, state, 'running', created)
 return granted(attempts + 1)

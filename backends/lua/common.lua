@@ -1,26 +1,47 @@
--- Shared helpers, prepended to every script. KEYS are not used: all keys derive from
--- the prefix in ARGV[1], so the scripts assume a single (non-cluster) Redis.
-local prefix = ARGV[1]
-local function jkey(id) return prefix .. ':job:' .. id end
-local function idx(field, value) return prefix .. ':idx:' .. field .. ':' .. value end
+-- Shared helpers, prepended to every script after the key table K (backends/scripts.py).
+-- KEYS are not used: every key is K's, built from the prefix in ARGV[1], so the scripts
+-- assume a single (non-cluster) Redis.
 
 -- The state index entry of a job moves from old to new; score: its created_at (read
 -- from the record when not given). The caller writes the record's own state field.
 local function move_index(id, key, old, new, score)
   score = score or redis.call('HGET', key, 'created_at')
-  if old and old ~= '' then redis.call('ZREM', idx('state', old), id) end
-  redis.call('ZADD', idx('state', new), score, id)
+  if old and old ~= '' then redis.call('ZREM', K.index_of('state', old), id) end
+  redis.call('ZADD', K.index_of('state', new), score, id)
 end
 
+-- The job's state moves from old to new: its record and its state index.
 local function move_state(id, key, old, new)
   move_index(id, key, old, new)
   redis.call('HSET', key, 'state', new)
 end
 
+-- One more `event` (submitted, succeeded, retried...) in the lifetime counters of /metrics.
+local function count_fields(event, profile, backend, queue, task)
+  redis.call('HINCRBY', K.counters, event .. '|' .. (profile or '') .. '|' .. (backend or '')
+    .. '|' .. (queue or '') .. '|' .. (task or ''), 1)
+end
+
+-- count_fields with the fields read from the record.
 local function count(event, key)
   local f = redis.call('HMGET', key, 'profile', 'backend', 'queue', 'task')
-  redis.call('HINCRBY', prefix .. ':counters',
-    event .. '|' .. (f[1] or '') .. '|' .. (f[2] or '') .. '|' .. (f[3] or '') .. '|' .. (f[4] or ''), 1)
+  count_fields(event, f[1], f[2], f[3], f[4])
+end
+
+-- A new record (fields f: state, profile, backend, queue, task) enters every index,
+-- scored by its creation time, and is counted as submitted. If it never finishes, it
+-- expires unfinished after ttl ms: its expiry entry names the state '*', so that the
+-- sweep then clears every unfinished state index (expire_finished replaces the entry
+-- with one naming the final state).
+local function index_new(id, f, created, ttl)
+  redis.call('ZADD', K.index_all, created, id)
+  redis.call('ZADD', K.index_of('state', f.state), created, id)
+  redis.call('ZADD', K.index_of('profile', f.profile), created, id)
+  redis.call('ZADD', K.index_of('backend', f.backend), created, id)
+  redis.call('ZADD', K.index_of('task', f.task), created, id)
+  count_fields('submitted', f.profile, f.backend, f.queue, f.task)
+  redis.call('ZADD', K.expiry, created + ttl,
+    id .. '|' .. (f.profile or '') .. '|' .. (f.backend or '') .. '|*|' .. (f.task or ''))
 end
 
 -- A finished record lives keep_ms more. The expiry entry names every index the job is
@@ -30,13 +51,13 @@ local function expire_finished(id, key, now)
   local keep = tonumber(f[1] or '86400000')
   redis.call('PEXPIRE', key, keep)
   local head, tail = id .. '|' .. (f[2] or '') .. '|' .. (f[3] or '') .. '|', '|' .. (f[4] or '')
-  redis.call('ZREM', prefix .. ':expiry', head .. '*' .. tail)  -- the entry from create
-  redis.call('ZADD', prefix .. ':expiry', now + keep, head .. (f[5] or '') .. tail)
+  redis.call('ZREM', K.expiry, head .. '*' .. tail)  -- the entry from create
+  redis.call('ZADD', K.expiry, now + keep, head .. (f[5] or '') .. tail)
 end
 
 -- Global limits of a profile (published by every worker from its policy).
 local function limits(profile)
-  local l = redis.call('HMGET', prefix .. ':limits:' .. profile, 'concurrency', 'rate_count', 'rate_per_ms')
+  local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms')
   return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or '')
 end
 
@@ -47,13 +68,13 @@ local function headroom(profile, now, cap, rcount, rper)
   if cap == nil and rcount == nil then cap, rcount, rper = limits(profile) end
   local room, wait = nil, nil
   if cap then
-    local slots = prefix .. ':slots:' .. profile
+    local slots = K.slots(profile)
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
     room = cap - redis.call('ZCARD', slots)
     if room <= 0 then wait = now + 250 end
   end
   if rcount then
-    local rate = prefix .. ':rate:' .. profile
+    local rate = K.rate(profile)
     redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - rper)
     local left = rcount - redis.call('ZCARD', rate)
     if room == nil or left < room then room = left end
@@ -66,11 +87,13 @@ local function headroom(profile, now, cap, rcount, rper)
   return room, wait
 end
 
+-- The job gives back its concurrency slot, if its profile has a limit and it holds one.
 local function release_slot(id, key)
   local profile = redis.call('HGET', key, 'profile')
-  if profile then redis.call('ZREM', prefix .. ':slots:' .. profile, id) end
+  if profile then redis.call('ZREM', K.slots(profile), id) end
 end
 
+-- One more attempt (an entry JSON) in the record's history.
 local function push_history(key, entry)
   local h = redis.call('HGET', key, 'history')
   local list = (h and h ~= '') and cjson.decode(h) or {}
@@ -78,20 +101,55 @@ local function push_history(key, entry)
   redis.call('HSET', key, 'history', cjson.encode(list))
 end
 
+-- The attempt of a worker that stopped renewing its lease (it died or hung) goes into
+-- the history as WorkerLost; returns that error as JSON.
+local function worker_lost(key, attempt, worker, started_at, now)
+  local err = {type = 'WorkerLost', message = 'worker ' .. (worker or '?') ..
+    ' stopped renewing the lease of attempt ' .. attempt .. ' (it died or hung)'}
+  push_history(key, cjson.encode({attempt = attempt, worker = worker,
+    started_at = tonumber(started_at), finished_at = now, error = err}))
+  return cjson.encode(err)
+end
+
+-- The job ends: state old -> new (succeeded, failed or canceled), with `field` (result
+-- or error) set to value. Whatever attempt held it lets go of it (token, lease, slot);
+-- the end is counted and the record expires keep_ms from now.
+local function end_job(id, key, old, new, now, field, value)
+  redis.call('HSET', key, field, value, 'finished_at', now)
+  redis.call('HDEL', key, 'token', 'lease_until')
+  release_slot(id, key)
+  move_state(id, key, old, new)
+  count(new, key)
+  expire_finished(id, key, now)
+end
+
+-- The attempt failed and another one is due at due_ms: the job lets go of the attempt
+-- (token, lease, slot), and waits on the router's schedule for a new dispatch (the old
+-- one's message is then refused at claim as stale).
+local function schedule_retry(id, key, old, err, due_ms)
+  redis.call('HSET', key, 'error', err, 'due_at', due_ms)
+  redis.call('HDEL', key, 'token', 'lease_until')
+  release_slot(id, key)
+  redis.call('HINCRBY', key, 'dispatch', 1)
+  redis.call('ZADD', K.schedule, due_ms, id)
+  move_state(id, key, old, 'retrying')
+  count('retried', key)
+end
+
 -- A queued Celery job (outside a native canvas, not already being sent, queued at least
 -- older_ms ago, and still at dispatch `dispatch` when one is given) gets a new dispatch,
 -- which the pump sends. Its old message, wherever it is, is then refused at claim as
 -- stale: nothing runs twice. Returns whether it did.
 local function redispatch_queued(id, now, older_ms, dispatch)
-  local key = jkey(id)
+  local key = K.job(id)
   local f = redis.call('HMGET', key, 'state', 'backend', 'queued_at', 'workflow_id', 'dispatch')
   if f[1] ~= 'queued' or f[2] ~= 'celery' or tonumber(f[3] or '0') > now - older_ms
      or (f[4] and f[4] ~= '') or (dispatch and f[5] ~= dispatch)
-     or redis.call('ZSCORE', prefix .. ':dispatching', id) then
+     or redis.call('ZSCORE', K.dispatching(f[2]), id) then
     return false
   end
   redis.call('HINCRBY', key, 'dispatch', 1)
   redis.call('HSET', key, 'queued_at', now)
-  redis.call('ZADD', prefix .. ':dispatching', now, id)
+  redis.call('ZADD', K.dispatching(f[2]), now, id)
   return true
 end

@@ -5,10 +5,10 @@ local id, created = ARGV[2], tonumber(ARGV[3])
 local idem = ARGV[5]
 if idem ~= '' then
   local holder = redis.call('GET', idem)
-  if holder and redis.call('EXISTS', jkey(holder)) == 1 then return holder end
+  if holder and redis.call('EXISTS', K.job(holder)) == 1 then return holder end
   redis.call('SET', idem, id, 'PX', ARGV[6])
 end
-local key = jkey(id)
+local key = K.job(id)
 redis.call('HSET', key, unpack(ARGV, 7))
 redis.call('PEXPIRE', key, ARGV[4])
 -- The fields the indexes and the counter need come from ARGV, not back from the hash
@@ -20,20 +20,10 @@ local function field(name)
   if value == nil then value = redis.call('HGET', key, name) end
   return value
 end
-local state, profile, backend, task = field('state'), field('profile'), field('backend'), field('task')
-redis.call('ZADD', prefix .. ':idx:all', created, id)
-redis.call('ZADD', idx('state', state), created, id)
-redis.call('ZADD', idx('profile', profile), created, id)
-redis.call('ZADD', idx('backend', backend), created, id)
-redis.call('ZADD', idx('task', task), created, id)
--- count('submitted', key), with the fields at hand
-redis.call('HINCRBY', prefix .. ':counters', 'submitted|' .. (profile or '') .. '|' ..
-  (backend or '') .. '|' .. (field('queue') or '') .. '|' .. (task or ''), 1)
--- If the job never finishes its record expires unfinished; '*' has the sweep clear every
--- unfinished state index (a finished job gets its own entry in expire_finished).
-redis.call('ZADD', prefix .. ':expiry', created + tonumber(ARGV[4]),
-  id .. '|' .. (profile or '') .. '|' .. (backend or '') .. '|*|' .. (task or ''))
+local state = field('state')
+index_new(id, {state = state, profile = field('profile'), backend = field('backend'),
+  queue = field('queue'), task = field('task')}, created, tonumber(ARGV[4]))
 if state == 'scheduled' then
-  redis.call('ZADD', prefix .. ':schedule', tonumber(field('due_at')), id)
+  redis.call('ZADD', K.schedule, tonumber(field('due_at')), id)
 end
 return id

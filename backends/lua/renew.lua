@@ -4,12 +4,12 @@ local lease = tonumber(ARGV[2]) + tonumber(ARGV[3])
 local lost = {}
 for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local key = jkey(id)
+  local key = K.job(id)
   if redis.call('HGET', key, 'token') == token then
     redis.call('HSET', key, 'lease_until', lease)
-    redis.call('ZADD', prefix .. ':running', lease, id)
+    redis.call('ZADD', K.running, lease, id)
     local profile = redis.call('HGET', key, 'profile')
-    redis.call('ZADD', prefix .. ':slots:' .. profile, 'XX', lease, id)
+    redis.call('ZADD', K.slots(profile), 'XX', lease, id)
   else
     table.insert(lost, id)
   end

@@ -6,7 +6,7 @@
 -- ARGV: prefix, now_ms, older_than_ms, limit.  Returns the ids given a new dispatch.
 local now, older, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-local ids = redis.call('ZRANGE', idx('state', 'queued'), '-inf', now - older, 'BYSCORE', 'LIMIT', 0, limit)
+local ids = redis.call('ZRANGE', K.index_of('state', 'queued'), '-inf', now - older, 'BYSCORE', 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   if redispatch_queued(id, now, older) then table.insert(out, id) end
 end

@@ -1,7 +1,7 @@
 -- Marks a workflow as being canceled, so that no member starts another one from now on.
 -- ARGV: prefix, workflow_id, now_ms
 -- Returns {'ok', members JSON, mode} / {'missing'} / {'finished', state}.
-local wk = wkey(ARGV[2])
+local wk = K.workflow(ARGV[2])
 local w = redis.call('HMGET', wk, 'state', 'members', 'mode')
 if not w[1] then return {'missing'} end
 if finished(w[1]) then return {'finished', w[1]} end

@@ -1,6 +1,4 @@
 -- Workflow helpers, prepended (after common.lua) to every wf_*.lua script.
-local function wkey(id) return prefix .. ':wf:' .. id end
-local ACTIVE = prefix .. ':wfidx:active'
 
 local function finished(state)
   return state == 'succeeded' or state == 'failed' or state == 'canceled'
@@ -12,7 +10,7 @@ end
 -- would round numbers and reorder nothing we could rely on).
 local function compose(tpl)
   return (string.gsub(tpl, '@(%w+)', function(id)
-    local r = redis.call('HMGET', jkey(id), 'state', 'result')
+    local r = redis.call('HMGET', K.job(id), 'state', 'result')
     if r[1] == 'succeeded' and r[2] then return r[2] end
     return 'null'
   end))

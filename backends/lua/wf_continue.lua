@@ -5,7 +5,7 @@
 -- ARGV: prefix, id
 -- Returns {1, state, error} for the first delivery to ask once the member succeeded or
 -- failed, else {0, state}.
-local key = jkey(ARGV[2])
+local key = K.job(ARGV[2])
 local r = redis.call('HMGET', key, 'state', 'error')
 if (r[1] == 'succeeded' or r[1] == 'failed')
     and redis.call('HSETNX', key, 'wf_continued', '1') == 1 then

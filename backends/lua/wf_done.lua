@@ -26,7 +26,7 @@ end
 
 -- Dependency of member d done: when it was the last, d gets its input and may start.
 local function unblock(d, mode)
-  local dk = jkey(d)
+  local dk = K.job(d)
   local state = redis.call('HGET', dk, 'state')
   if not state then return end
   if redis.call('HINCRBY', dk, 'wf_wait', -1) > 0 or state ~= 'scheduled' then return end
@@ -37,9 +37,9 @@ local function unblock(d, mode)
   if mode == 'per-step' then
     redis.call('HSET', dk, 'queued_at', now)
     move_state(d, dk, state, 'queued')
-    -- The caller sends it; if the caller dies first, the pump does after the grace.
-    redis.call('ZADD', prefix .. ':dispatching', now + grace, d)
+    -- The caller sends it; if the caller dies first, its engine's pump does after the grace.
     local s = redis.call('HMGET', dk, 'backend', 'queue', 'dispatch', 'profile')
+    redis.call('ZADD', K.dispatching(s[1]), now + grace, d)
     table.insert(out, d); table.insert(out, s[1]); table.insert(out, s[2])
     table.insert(out, s[3]); table.insert(out, s[4])
   else
@@ -47,7 +47,7 @@ local function unblock(d, mode)
     -- canvas died), the router's schedule sends the step itself after the fallback delay;
     -- wf_arrive.lua takes it off the schedule when Celery's message arrives.
     redis.call('HSET', dk, 'due_at', now + fallback)
-    redis.call('ZADD', prefix .. ':schedule', now + fallback, d)
+    redis.call('ZADD', K.schedule, now + fallback, d)
   end
 end
 
@@ -72,7 +72,7 @@ local function stop_downstream(wk, root, rkey, rstate, cancel_requested)
   while head <= #queue do
     local d = queue[head]
     head = head + 1
-    local dk = jkey(d)
+    local dk = K.job(d)
     -- A member that waits for root cannot have started; 'scheduled' also skips one
     -- already ended through another path of the same walk.
     if redis.call('HGET', dk, 'state') == 'scheduled' then
@@ -80,12 +80,9 @@ local function stop_downstream(wk, root, rkey, rstate, cancel_requested)
       if rstate == 'failed' and redis.call('HGET', dk, 'wf_gathers') == '1' then
         new, err = 'failed', {type = 'UpstreamFailed', message = why}
       end
-      redis.call('ZREM', prefix .. ':schedule', d)
-      redis.call('HSET', dk, 'error', cjson.encode(err), 'finished_at', now)
+      redis.call('ZREM', K.schedule, d)
       redis.call('HDEL', dk, 'due_at')
-      move_state(d, dk, 'scheduled', new)
-      count(new, dk)
-      expire_finished(d, dk, now)
+      end_job(d, dk, 'scheduled', new, now, 'error', cjson.encode(err))
       count_member(wk, dk, new)
       for _, n in ipairs(next_of(dk)) do table.insert(queue, n) end
     end
@@ -106,13 +103,13 @@ local function finish_if_done(wk, wid)
   end
   redis.call('HSET', wk, 'state', final, 'finished_at', now, 'result', compose(w[7] or 'null'))
   redis.call('PEXPIRE', wk, tonumber(w[8] or '86400000'))
-  redis.call('ZREM', ACTIVE, wid)
+  redis.call('ZREM', K.active_workflows, wid)
 end
 
-local key = jkey(id)
+local key = K.job(id)
 local m = redis.call('HMGET', key, 'state', 'workflow_id', 'wf_counted')
 if not finished(m[1]) or not m[2] or m[3] then return out end
-local wk = wkey(m[2])
+local wk = K.workflow(m[2])
 local w = redis.call('HMGET', wk, 'mode', 'cancel_requested')
 if not w[1] then return out end
 count_member(wk, key, m[1])

@@ -365,11 +365,11 @@ def test_retry_goes_to_the_schedule_and_take_due_returns_it_when_due(
     assert r.zscore(store.keys.schedule, job_id) == due
     assert in_index(r, store.keys, job_id, "state", "retrying")
     # Not before it is due.
-    assert store.take_due(100, 30_000, "celery") == []
+    assert store.take_due(100, 30_000, "rq") == []
     assert now_ms() < due, "the machine is too slow for this check"
     assert store.read(job_id)["state"] == "retrying"  # type: ignore[index]
     # When due: back to queued, to be sent as dispatch 2.
-    taken = poll(lambda: store.take_due(100, 30_000, "celery"), 10, "the retry to fall due")
+    taken = poll(lambda: store.take_due(100, 30_000, "rq"), 10, "the retry to fall due")
     assert now_ms() >= due
     assert taken == [(job_id, "rq", "slow", "2", "p")]
     record = store.read(job_id)
@@ -377,12 +377,12 @@ def test_retry_goes_to_the_schedule_and_take_due_returns_it_when_due(
     assert record["state"] == "queued" and "due_at" not in record
     assert int(record["queued_at"]) >= due
     assert r.zscore(store.keys.schedule, job_id) is None
-    assert r.zscore(store.keys.dispatching("celery"), job_id) is not None
+    assert r.zscore(store.keys.dispatching("rq"), job_id) is not None
     # The first dispatch's message is stale now; the second one runs attempt 2.
     assert store.claim(job_id, 1, "w1", token(), LONG_LEASE).status == "stale"
     claim = store.claim(job_id, 2, "w2", token(), LONG_LEASE)
     assert (claim.status, claim.attempts) == ("ok", 2)
-    assert r.zscore(store.keys.dispatching("celery"), job_id) is None
+    assert r.zscore(store.keys.dispatching("rq"), job_id) is None
 
 
 def test_a_dispatch_that_never_reached_its_engine_is_sent_again(store: JobStore) -> None:
@@ -395,6 +395,41 @@ def test_a_dispatch_that_never_reached_its_engine_is_sent_again(store: JobStore)
     assert again == [(job_id, "celery", "p", "1", "p")]
     store.dispatched(job_id, "celery")
     assert store.take_due(100, 0, "celery") == []
+
+
+def test_take_due_hands_out_its_engines_jobs_and_readies_the_others_for_theirs(
+    store: JobStore, r: redis.Redis
+) -> None:
+    celery_job = create_job(store, backend="celery", delay_ms=1)
+    rq_job = create_job(store, backend="rq", queue="slow", delay_ms=1)
+    due = max(int(store.read(j)["due_at"]) for j in (celery_job, rq_job))  # type: ignore[index]
+    poll(lambda: now_ms() > due, 5, "both jobs to fall due")
+    assert store.take_due(100, 30_000, "celery") == [(celery_job, "celery", "p", "1", "p")]
+    # The RQ job left the schedule as well: queued, and due at once in RQ's own set.
+    assert store.read(rq_job)["state"] == "queued"  # type: ignore[index]
+    assert r.zscore(store.keys.schedule, rq_job) is None
+    assert r.zscore(store.keys.dispatching("rq"), rq_job) <= now_ms()  # type: ignore[operator]
+    assert r.zscore(store.keys.dispatching("celery"), rq_job) is None
+    assert store.take_due(100, 30_000, "celery") == []
+    assert store.take_due(100, 30_000, "rq") == [(rq_job, "rq", "slow", "1", "p")]
+    # Cancel takes a job out of its engine's set.
+    store.cancel(rq_job)
+    assert r.zscore(store.keys.dispatching("rq"), rq_job) is None
+
+
+def test_take_due_moves_the_one_dispatching_set_of_older_versions_into_the_engines_sets(
+    store: JobStore, r: redis.Redis
+) -> None:
+    legacy = store.keys.legacy_dispatching
+    assert legacy == f"{store.keys.prefix}:dispatching"  # the name older versions wrote
+    celery_job, rq_job = create_job(store, backend="celery"), create_job(store, backend="rq")
+    expired = new_job_id()  # a record that is gone
+    r.zadd(legacy, {celery_job: now_ms() + 60_000, rq_job: 0, expired: 0})
+    assert [t[0] for t in store.take_due(100, 30_000, "celery")] == [celery_job]  # due now
+    assert r.exists(legacy) == 0
+    assert [t[0] for t in store.take_due(100, 30_000, "rq")] == [rq_job]
+    for engine in ("celery", "rq"):
+        assert r.zscore(store.keys.dispatching(engine), expired) is None
 
 
 def test_renew_extends_only_the_leases_still_owned(store: JobStore, r: redis.Redis) -> None:

@@ -27,8 +27,11 @@ from taskrouter import (
     group,
 )
 from taskrouter.backends import workflows
+from taskrouter.backends.store import now_ms
+from taskrouter.registry import CallOptions
 from taskrouter.workflow import Signature
 from tests.integration import app
+from tests.integration.conftest import poll
 
 pytestmark = pytest.mark.integration
 
@@ -128,9 +131,8 @@ def test_concurrent_finishes_start_the_body_once_with_results_in_order(runtime):
         record = runtime.store.read(body.id)
         assert record["state"] == "queued"
         assert codec.decode_call(record["payload"]) == (([i * i for i in range(n)], "k"), {})
-        assert (
-            runtime.store.client.zscore(runtime.store.keys.dispatching("celery"), body.id) is None
-        )
+        dispatching = runtime.store.keys.dispatching(record["backend"])
+        assert runtime.store.client.zscore(dispatching, body.id) is None
         assert workflows.get(runtime, run.id).state == "running"
 
 
@@ -186,12 +188,23 @@ def test_a_released_member_whose_send_failed_is_sent_by_the_pump(runtime):
     runtime.recorder.down = True
     workflows.count_finished(runtime, first)  # the flip happened, the send did not
     assert runtime.store.read(second)["state"] == "queued"
-    dispatching = runtime.store.keys.dispatching("celery")
+    dispatching = runtime.store.keys.dispatching(runtime.store.read(second)["backend"])
     assert runtime.store.client.zscore(dispatching, second) is not None
     runtime.recorder.down = False
     runtime.store.client.zadd(dispatching, {second: 0})  # the grace has passed
     assert runtime.pump() == 1
     assert runtime.recorder.sent[-1] == second
+
+
+def test_the_pump_sends_the_due_jobs_of_every_engine(runtime):
+    delayed = CallOptions(delay=0.001)
+    jobs = [runtime.enqueue(t, (1, 2), {}, delayed) for t in (app.wf_add, app.wf_square_rq)]
+    assert sorted(runtime.store.read(j.id)["backend"] for j in jobs) == ["celery", "rq"]
+    due = max(int(runtime.store.read(j.id)["due_at"]) for j in jobs)
+    poll(lambda: now_ms() > due, 5, "both jobs to fall due")
+    assert runtime.pump() == 2
+    assert sorted(runtime.recorder.sent) == sorted(j.id for j in jobs)
+    assert runtime.pump() == 0  # each sent once, and confirmed in its engine's set
 
 
 def test_cancel_ends_every_unfinished_member(runtime):
@@ -260,3 +273,22 @@ def test_a_member_canceled_on_its_own_cancels_what_waits_for_it(runtime, monkeyp
         str(err.value) == f"workflow {run.id} canceled: step 1 (t.wf_add, job {first}) was canceled"
     )
     assert err.value.job_id == first
+
+
+def test_the_sweep_clears_the_indexes_of_members_that_expired_unfinished(runtime, monkeypatch):
+    monkeypatch.setattr(workflows, "UNFINISHED_TTL", 0.05)  # seconds: records live 50 ms
+    run = workflows.enqueue(runtime, chain(app.wf_add.s(1, 2), app.wf_add.s(3)))
+    client, keys = runtime.store.client, runtime.store.keys
+    indexes = [(j.id, keys.index(f, v)) for j in run.jobs for f, v in index_pairs(runtime, j.id)]
+    assert all(client.zscore(key, job_id) is not None for job_id, key in indexes)
+    poll(lambda: not any(runtime.store.exists(j.id) for j in run.jobs), 5, "the records to expire")
+    swept = poll(lambda: runtime.store.sweep(), 5, "the sweep to find the expired members")
+    assert swept == len(run.jobs)
+    left = [(job_id, key) for job_id, key in indexes if client.zscore(key, job_id) is not None]
+    assert left == []
+
+
+def index_pairs(rt: Any, job_id: str) -> list[tuple[str, str]]:
+    """(field, value) of every index a job's record is in now."""
+    r = rt.store.read(job_id)
+    return [("all", "")] + [(f, r[f]) for f in ("state", "profile", "backend", "task")]
