@@ -1,11 +1,14 @@
-"""The demo workload: fast chatty tasks, slow LLM-like calls, and one flaky task.
+"""The demo workload: fast chatty tasks, slow LLM-like calls, heavy file work, and one
+flaky task.
 
 Run it with ``make demo`` (or ``taskrouter demo``); workers load it with
-``taskrouter worker --app examples.demo_app --backend celery|rq``.
+``taskrouter worker --app taskrouter.examples.demo_app --backend celery|rq`` and
+``--lane io``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -29,17 +32,25 @@ def render(doc_id: str, words: int = 2000) -> dict[str, object]:
 
 
 @task(profile="enrichment")
-def summarize(doc_id: str, seconds: float = 2.0) -> dict[str, object]:
-    """A slow, LLM-like I/O call: RQ's fork-per-job worker."""
-    time.sleep(seconds)
+async def summarize(doc_id: str, seconds: float = 2.0) -> dict[str, object]:
+    """A slow, LLM-like call that awaits the network: the I/O lane's event loop."""
+    await asyncio.sleep(seconds)
     return {"doc": doc_id, "summary": f"summary of {doc_id}", "tokens": int(seconds * 100)}
 
 
 @task(profile="llm")
 def ask(prompt: str, seconds: float = 3.0) -> str:
-    """Another long call: RQ."""
+    """A long call with a blocking client: a thread of the I/O lane."""
     time.sleep(seconds)
     return f"answer to {prompt!r}"
+
+
+@task(profile="media")
+def transcode(name: str, megabytes: int = 32) -> dict[str, object]:
+    """Heavy, memory-hungry file work: RQ's fresh process per job gives the memory back."""
+    data = bytearray(megabytes * 1024 * 1024)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return {"file": name, "megabytes": megabytes, "digest": digest}
 
 
 @task(profile="flaky")

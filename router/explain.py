@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from taskrouter.derive import (
+    IO_CONCURRENCY,
     Derived,
     ProfileSettings,
     grace,
@@ -15,15 +16,17 @@ from taskrouter.derive import (
 from taskrouter.durations import format_duration
 from taskrouter.policy import Retries
 
-CHECK_COLUMNS = ("profile", "backend", "queue", "timeout", "retries", "reason")
+CHECK_COLUMNS = ("profile", "backend", "lane", "queue", "timeout", "retries", "reason")
 
 
 def render_check(derived: Derived) -> str:
-    """One row per profile (backend, queue, timeout, retries, reason) and the Celery window."""
+    """One row per profile (backend, lane, queue, timeout, retries, reason) and the Celery
+    window."""
     rows = [
         (
             s.profile,
             s.backend,
+            s.lane,
             s.queue,
             format_duration(s.soft_time_limit),
             format_retries(s.retries),
@@ -72,6 +75,7 @@ def render_explain(derived: Derived, name: str) -> str:
     pairs = [
         ("profile", f"{name} ({where})"),
         ("backend", f"{settings.backend} (rule: {settings.rule})"),
+        ("lane", _LANES[settings.lane]),
         ("reason", settings.reason),
         ("queue", settings.queue),
         ("shape", profile.shape),
@@ -107,9 +111,22 @@ def _limits(settings: ProfileSettings) -> list[tuple[str, str]]:
     ]
 
 
+_LANES = {
+    "prefork": "prefork (Celery's prefork pool: taskrouter worker --backend celery)",
+    "fork": "fork (RQ, a fresh forked work-horse per job: taskrouter worker --backend rq)",
+    "io": "io (the I/O lane: thousands of waiting calls per process, taskrouter worker --lane io)",
+}
+
+
 def _engine_specific(derived: Derived, settings: ProfileSettings) -> list[tuple[str, str]]:
     if settings.backend == "rq":
         return [("rq worker", "a fresh forked work-horse per job")]
+    if settings.lane == "io":
+        per = settings.concurrency or IO_CONCURRENCY
+        return [
+            ("in flight", f"{per} calls per lane process (its concurrency cap, or the default)"),
+            ("acks", "at start; a dead lane process's jobs come back through their leases"),
+        ]
     profile = derived.policy.profile(settings.profile)
     multiplier = prefetch_multiplier(derived, [settings.queue])
     why = (

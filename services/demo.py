@@ -33,25 +33,33 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+# The demo's workers: (what to pass to `taskrouter worker`, the lane, processes or calls).
+WORKERS = (
+    ("--backend=celery", "prefork", 2),
+    ("--backend=rq", "fork", 2),
+    ("--lane=io", "io", 200),
+)
+
+
 def start_worker(
-    engine: str, env: dict[str, str], concurrency: int, log_dir: Path
+    which: str, lane: str, env: dict[str, str], concurrency: int, log_dir: Path
 ) -> subprocess.Popen[bytes]:
-    log = open(log_dir / f"{engine}-worker.log", "wb")  # noqa: SIM115 - lives with the process
-    args = ["worker", "--app", APP, "--backend", engine, "--concurrency", str(concurrency)]
+    log = open(log_dir / f"{lane}-worker.log", "wb")  # noqa: SIM115 - lives with the process
+    args = ["worker", "--app", APP, which, "--concurrency", str(concurrency)]
     return spawn(args, env, log)
 
 
 def wait_for_workers(
     runtime: Runtime,
-    engines: Iterable[str],
+    lanes: Iterable[str],
     deadline_s: float,
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
     registry = WorkerRegistry(runtime.store, runtime.settings.worker_alive_window)
     deadline = time.monotonic() + deadline_s
-    missing = set(engines)
+    missing = set(lanes)
     while missing:
-        missing = {e for e in missing if not registry.alive(e)}
+        missing -= {w.lane for w in registry.live()}
         if not missing:
             return
         if any(p.poll() is not None for p in procs):
@@ -66,26 +74,28 @@ def workload(size: int, marker: str) -> list[Job]:
 
     jobs: list[Job] = []
     slow = max(2, size // 8)
-    for i in range(size - 2 * slow - 1):
+    for i in range(size - 2 * slow - 2):  # then the slow ones, a transcode and a flaky
         jobs.append(app.add.enqueue(i, i) if i % 2 else app.render.enqueue(f"doc-{i}", 500))
     for i in range(slow):
         jobs.append(app.summarize.enqueue(f"report-{i}", 1.5 + (i % 3) * 0.5))
         jobs.append(app.ask.enqueue(f"question {i}", 2.0))
+    jobs.append(app.transcode.enqueue("talk.mp4", 32))
     jobs.append(app.flaky.enqueue(marker))
     return jobs
 
 
-def summarize(jobs: list[Job]) -> str:
+def summarize(jobs: list[Job], lanes: dict[str, str]) -> str:
+    """One row per lane; ``lanes``: profile -> lane."""
     rows = []
-    for engine in ("celery", "rq"):
-        mine = [j for j in jobs if j.backend == engine]
+    for lane in ("prefork", "io", "fork"):
+        mine = [j for j in jobs if lanes.get(j.profile) == lane]
         waits = [(j.started_at - j.queued_at) / 1000 for j in mine if j.started_at and j.queued_at]
         runs = [
             (j.finished_at - j.started_at) / 1000 for j in mine if j.finished_at and j.started_at
         ]
         rows.append(
             (
-                engine,
+                f"{mine[0].backend if mine else ''} {lane}",
                 len(mine),
                 sum(j.state == "succeeded" for j in mine),
                 sum(j.state == "failed" for j in mine),
@@ -97,7 +107,7 @@ def summarize(jobs: list[Job]) -> str:
             )
         )
     header = (
-        "engine",
+        "engine lane",
         "jobs",
         "succeeded",
         "failed",
@@ -135,18 +145,22 @@ def run_demo(*, force_embedded: bool = False, size: int | None = None) -> int:
             runtime = Runtime.from_env(Settings.from_env())
             _runtime.install(runtime)
             log_dir = Path(tmp)
-            procs = [start_worker("celery", env, 2, log_dir), start_worker("rq", env, 2, log_dir)]
-            wait_for_workers(runtime, ("celery", "rq"), 60, procs)
-            click.echo("workers: celery (2 processes), rq (2 forking workers)")
+            procs = [start_worker(w, lane, env, n, log_dir) for w, lane, n in WORKERS]
+            wait_for_workers(runtime, [lane for _, lane, _ in WORKERS], 60, procs)
+            click.echo(
+                "workers: celery prefork (2 processes), rq (2 forking workers), "
+                "io lane (1 process, 200 calls in flight)"
+            )
             started = time.monotonic()
             jobs = workload(size, str(Path(tmp) / "flaky-marker"))
             click.echo(f"enqueued {len(jobs)} jobs; waiting...")
             _wait_all(jobs, timeout=180)
             elapsed = time.monotonic() - started
             click.echo(f"\nall {len(jobs)} jobs finished in {elapsed:.1f} s\n")
-            click.echo(_routing_table(jobs))
+            lanes = {p: ps.lane for p, ps in runtime.derived.profiles.items()}
+            click.echo(_routing_table(jobs, lanes))
             click.echo("")
-            click.echo(summarize(jobs))
+            click.echo(summarize(jobs, lanes))
             bad = [j for j in jobs if j.state != "succeeded"]
             for j in bad:
                 click.echo(f"job {j.id} ({j.task}) {j.state}: {j.error}")
@@ -173,11 +187,11 @@ def _wait_all(jobs: list[Job], timeout: float) -> None:
             time.sleep(0.2)
 
 
-def _routing_table(jobs: list[Job]) -> str:
-    seen: dict[tuple[str, str, str], int] = {}
+def _routing_table(jobs: list[Job], lanes: dict[str, str]) -> str:
+    seen: dict[tuple[str, str, str, str], int] = {}
     for j in jobs:
-        key = (j.task.rsplit(".", 1)[-1], j.profile, j.backend)
+        key = (j.task.rsplit(".", 1)[-1], j.profile, j.backend, lanes.get(j.profile, ""))
         seen[key] = seen.get(key, 0) + 1
-    lines = [f"{'task':10} {'profile':12} {'engine':7} jobs"]
-    lines += [f"{t:10} {p:12} {b:7} {n}" for (t, p, b), n in sorted(seen.items())]
+    lines = [f"{'task':10} {'profile':12} {'engine':7} {'lane':8} jobs"]
+    lines += [f"{t:10} {p:12} {b:7} {ln:8} {n}" for (t, p, b, ln), n in sorted(seen.items())]
     return "\n".join(lines)

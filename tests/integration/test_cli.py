@@ -337,13 +337,13 @@ def test_demo_embedded_runs_both_engines_and_stops_its_server() -> None:
     rows = {}
     for line in done.stdout.splitlines():
         cells = line.split()
-        if cells and cells[0] in ("celery", "rq") and len(cells) == 9:
-            rows[cells[0]] = cells
-    assert set(rows) == {"celery", "rq"}, done.stdout
-    assert int(rows["celery"][1]) + int(rows["rq"][1]) == 12
-    for engine, cells in rows.items():
+        if cells and cells[0] in ("celery", "rq") and len(cells) == 10:
+            rows[(cells[0], cells[1])] = cells[1:]
+    assert set(rows) == {("celery", "prefork"), ("celery", "io"), ("rq", "fork")}, done.stdout
+    assert sum(int(cells[1]) for cells in rows.values()) == 12
+    for lane, cells in rows.items():
         jobs, succeeded, failed = int(cells[1]), int(cells[2]), int(cells[3])
-        assert jobs > 0 and succeeded == jobs and failed == 0, (engine, cells)
+        assert jobs > 0 and succeeded == jobs and failed == 0, (lane, cells)
     assert done.stdout.rstrip().endswith("embedded server stopped")
     # Nothing of the demo's own is left running: its server is gone at once...
     assert server_pid not in valkey_pids()

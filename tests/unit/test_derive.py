@@ -9,6 +9,8 @@ from taskrouter.derive import (
     celery_queues,
     derive,
     grace,
+    io_concurrency,
+    lane_queues,
     prefetch_multiplier,
     profile_visibility_need,
     rq_queues,
@@ -50,17 +52,17 @@ def test_grace(timeout: float, expected_grace: float) -> None:
     assert time_limit(timeout) == pytest.approx(timeout + expected_grace)
 
 
-# Hand-computed from policies.yaml: (backend, rule, soft, hard, job_timeout, keep, attempts,
-# long_running)
+# Hand-computed from policies.yaml: (backend, lane, rule, soft, hard, job_timeout, keep,
+# attempts, long_running)
 SHIPPED = {
-    "interactive": ("celery", "latency", 30.0, 35.0, 30, 86400, 3, False),
-    "default": ("celery", "latency", 120.0, 132.0, 120, 86400, 1, True),
-    "enrichment": ("rq", "latency", 600.0, 660.0, 600, 86400, 4, True),
-    "llm": ("rq", "latency", 900.0, 960.0, 900, 86400, 3, True),
-    "media": ("rq", "latency", 1800.0, 1860.0, 1800, 172800, 1, True),
-    "flaky": ("celery", "latency", 60.0, 66.0, 60, 86400, 3, True),
-    "pipeline": ("celery", "workflow", 300.0, 330.0, 300, 86400, 1, True),
-    "fanout": ("celery", "workflow", 600.0, 660.0, 600, 86400, 2, True),
+    "interactive": ("celery", "prefork", "latency", 30.0, 35.0, 30, 86400, 3, False),
+    "default": ("celery", "prefork", "latency", 120.0, 132.0, 120, 86400, 1, True),
+    "enrichment": ("celery", "io", "latency", 600.0, 660.0, 600, 86400, 4, True),
+    "llm": ("celery", "io", "latency", 900.0, 960.0, 900, 86400, 3, True),
+    "media": ("rq", "fork", "latency", 1800.0, 1860.0, 1800, 172800, 1, True),
+    "flaky": ("celery", "prefork", "latency", 60.0, 66.0, 60, 86400, 3, True),
+    "pipeline": ("celery", "prefork", "workflow", 300.0, 330.0, 300, 86400, 1, True),
+    "fanout": ("celery", "prefork", "workflow", 600.0, 660.0, 600, 86400, 2, True),
 }
 
 
@@ -69,6 +71,7 @@ def test_shipped_profile_settings(shipped: Derived, name: str) -> None:
     s = shipped.profiles[name]
     actual = (
         s.backend,
+        s.lane,
         s.rule,
         s.soft_time_limit,
         s.time_limit,
@@ -105,14 +108,16 @@ def test_shipped_visibility_timeout(shipped: Derived) -> None:
 
 def test_shipped_queues(shipped: Derived) -> None:
     assert celery_queues(shipped) == ["default", "fanout", "flaky", "interactive", "pipeline"]
-    assert rq_queues(shipped) == ["enrichment", "llm", "media"]
+    assert rq_queues(shipped) == ["media"]
+    assert lane_queues(shipped, "io") == ["enrichment", "llm"]
+    assert io_concurrency(shipped, ["enrichment", "llm"]) == 8 + 4  # their global caps
 
 
 def test_prefetch_multiplier(shipped: Derived) -> None:
     assert prefetch_multiplier(shipped, ["interactive"]) == 4  # 200ms tasks only
     assert prefetch_multiplier(shipped, ["interactive", "default"]) == 1
     assert prefetch_multiplier(shipped, ["pipeline"]) == 1
-    # enrichment is long but runs on RQ: it says nothing about Celery workers
+    # enrichment is long but runs in the I/O lane: it says nothing about prefork workers
     assert prefetch_multiplier(shipped, ["enrichment"]) == 4
     assert prefetch_multiplier(shipped, []) == 4
 
@@ -222,11 +227,13 @@ def test_render_check_has_one_row_per_profile_and_the_window(shipped: Derived) -
     from taskrouter.explain import render_check
 
     lines = render_check(shipped).splitlines()
-    assert lines[0].split() == ["profile", "backend", "queue", "timeout", "retries", "reason"]
+    header = ["profile", "backend", "lane", "queue", "timeout", "retries", "reason"]
+    assert lines[0].split() == header
     rows = {line.split()[0]: line.split() for line in lines[1:9]}
     assert list(rows) == list(SHIPPED)
-    assert rows["enrichment"][1:6] == ["rq", "enrichment", "10m", "3,", "backoff"]
-    assert rows["default"][1:5] == ["celery", "default", "2m", "none"]
+    assert rows["enrichment"][1:7] == ["celery", "io", "enrichment", "10m", "3,", "backoff"]
+    assert rows["media"][1:6] == ["rq", "fork", "media", "30m", "none"]
+    assert rows["default"][1:6] == ["celery", "prefork", "default", "2m", "none"]
     assert lines[-1].startswith("Celery visibility timeout 1568s: time limit 660s (fanout)")
 
 
@@ -235,7 +242,9 @@ def test_render_explain_lists_every_derived_setting(shipped: Derived) -> None:
 
     text = render_explain(shipped, "enrichment")
     settings = {line.split()[0]: " ".join(line.split()[1:]) for line in text.splitlines()}
-    assert settings["backend"] == "rq (rule: latency)"
+    assert settings["backend"] == "celery (rule: latency)"
+    assert settings["lane"].startswith("io (the I/O lane")
+    assert settings["in"].startswith("flight 8 calls per lane process")
     assert settings["reason"].startswith("expected_latency 1m >= routing.long_after 30s")
     assert settings["timeout"].startswith("10m ")
     assert settings["time_limit"].startswith("11m (timeout + 1m grace")
@@ -244,6 +253,8 @@ def test_render_explain_lists_every_derived_setting(shipped: Derived) -> None:
     assert settings["keep_results"].startswith("1d ")
     assert settings["concurrency"].startswith("8 ")
     assert settings["rate_limit"].startswith("60/m ")
+    media = render_explain(shipped, "media")
+    assert "rq worker" in media and "fork (RQ" in media
     celery = render_explain(shipped, "interactive")
     assert "prefetch          4 per worker process" in celery
     assert "needs 230s" in celery
