@@ -14,7 +14,7 @@ from taskrouter.backends.aio import AsyncRecords
 from taskrouter.backends.runtime import Runtime
 from taskrouter.settings import Settings
 
-from . import errors, health, jobs, metrics, profiles, workflows
+from . import bulk, errors, health, jobs, metrics, profiles, workflows
 from .auth import OPEN_PATHS, CrossSiteGuard, TokenAuth
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .schemas import ErrorOut
@@ -22,7 +22,8 @@ from .schemas import ErrorOut
 TITLE = "taskrouter"
 DESCRIPTION = (
     "Every job of both engines (Celery and RQ) through one API: submit, read, list, "
-    "cancel and retry jobs; the routing policy's profiles; health, readiness and metrics."
+    "cancel and retry jobs (one or in bulk); the routing policy's profiles; health, "
+    "readiness and metrics."
 )
 
 
@@ -62,7 +63,7 @@ def create_app(
         else None,
     )
     app.state.settings = settings
-    for module in (jobs, workflows, profiles, health, metrics):
+    for module in (bulk, jobs, workflows, profiles, health, metrics):
         app.include_router(module.router)
     errors.install(app)
     # Starlette runs the last added middleware first: the token, then the cross-site
