@@ -46,7 +46,7 @@ def login_form(request: Request) -> Response:
     target = safe_next(request.query_params.get("next"))
     if not request.app.state.settings.api_token:
         return _redirect(request, target)  # no token: nothing to log in to
-    return html(request, "login.html", {"next": target, "failed": False})
+    return html(request, "login.html", {"next": target, "failed": False, "bare": True})
 
 
 @router.post("/login")
@@ -59,7 +59,9 @@ async def login(request: Request) -> Response:
     if not token:
         return _redirect(request, target)
     if not hmac.compare_digest(form.get("token", "").encode(), token.encode()):
-        return html(request, "login.html", {"next": target, "failed": True}, status=401)
+        return html(
+            request, "login.html", {"next": target, "failed": True, "bare": True}, status=401
+        )
     renew(request)  # a new session: forms shown before the login no longer work
     response = _redirect(request, target)
     set_cookie(response, request, TOKEN_COOKIE, token)

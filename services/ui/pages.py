@@ -73,7 +73,7 @@ def page_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-# -- overview ------------------------------------------------------------------------------------
+# -- overview ----------------------------------------------------------------------------------
 
 
 def overview_context(runtime: Runtime) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def overview_part(request: Request) -> Response:
     return html(request, "_overview.html", overview_context(runtime_of(request)))
 
 
-# -- jobs ----------------------------------------------------------------------------------------
+# -- jobs --------------------------------------------------------------------------------------
 
 
 def _choice(value: str | None, allowed: list[str] | tuple[str, ...], name: str) -> str | None:
@@ -295,7 +295,7 @@ def whole_value(request: Request, job_id: str, which: str) -> Response:
     return PlainTextResponse(text or "", headers={"Content-Disposition": "inline"})
 
 
-# -- workflows, profiles, workers -----------------------------------------------------------------
+# -- workflows, profiles, workers --------------------------------------------------------------
 
 
 def workflow_context(runtime: Runtime, workflow_id: str) -> dict[str, Any]:

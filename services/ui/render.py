@@ -118,6 +118,7 @@ def html(
         "csrf": session.token,
         "secured": session.secured,
         "path": request.url.path,
+        "bare": False,  # the login page: no navigation, no logout
         **context,
     }
     body = ENV.get_template(template).render(full)
