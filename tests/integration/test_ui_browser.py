@@ -119,7 +119,7 @@ class Watched:
         dialog.dismiss()
 
     def _console(self, message: Any) -> None:
-        if message.type in ("error", "warning"):
+        if message.type == "error":  # CSP violations and script errors are errors
             self.problems.append(f"console {message.type}: {message.text}")
 
     def goto(self, path: str) -> Any:
