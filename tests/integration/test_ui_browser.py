@@ -81,12 +81,13 @@ def shots(
 ) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("ui-screenshots")
     yield folder
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     line = f"dashboard screenshots: {folder} ({len(list(folder.glob('*.png')))} pages)"
-    if reporter is not None:
-        reporter.write_line(line)
-    else:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is None:
         print(line)
+        return
+    with capture.global_and_fixture_disabled():
+        print(f"\n{line}")
 
 
 @pytest.fixture(scope="module")
@@ -321,11 +322,13 @@ def test_bulk_cancel_from_the_jobs_page(web: Watched, api: httpx.Client) -> None
 def test_profiles_and_workers_pages(web: Watched, api: httpx.Client) -> None:
     from playwright.sync_api import expect
 
+    ran = submit(api, "t.echo", "timed")
+    wait_state(api, ran, "succeeded")
     page = web.page
     web.goto("/ui/profiles")
     quick = page.locator('tr[data-profile="quick"]')
     expect(quick).to_contain_text("celery")
-    expect(quick).to_contain_text("p50")  # the jobs above ran under it
+    expect(quick).to_contain_text("p50")
     expect(page.locator('tr[data-profile="capped"] [data-limit="concurrency"]')).to_contain_text(
         "0 / 2"
     )
