@@ -97,3 +97,9 @@ class Keys:
     def active_workflows(self) -> str:
         """Sorted set: ids of workflows not yet finished, scored by creation time (ms)."""
         return f"{self.prefix}:wfidx:active"
+
+    @property
+    def minutes(self) -> str:
+        """Hash: the event counters' totals, sampled once a minute (field: epoch minute)
+        by the API for the dashboard's per-minute chart; kept two hours."""
+        return f"{self.prefix}:minutes"

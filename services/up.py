@@ -51,6 +51,7 @@ def run_up(
         procs["api"] = spawn(["api", "--app", app_module, "--host", host, "--port", str(port)], env)
         click.echo(f"redis: {'embedded server at ' + url if server else url}")
         click.echo(f"api: http://{host}:{port}/docs   (Ctrl-C stops everything)")
+        click.echo(f"dashboard: http://{host}:{port}/ui")
         while not stopping:
             for name, proc in procs.items():
                 if proc.poll() is not None:

@@ -12,9 +12,10 @@ from fastapi.openapi.utils import get_openapi
 
 from taskrouter.backends.aio import AsyncRecords
 from taskrouter.backends.runtime import Runtime
+from taskrouter.services import ui
 from taskrouter.settings import Settings
 
-from . import errors, health, jobs, metrics, profiles, workflows
+from . import bulk, errors, health, jobs, metrics, profiles, workflows
 from .auth import OPEN_PATHS, CrossSiteGuard, TokenAuth
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .schemas import ErrorOut
@@ -22,7 +23,8 @@ from .schemas import ErrorOut
 TITLE = "taskrouter"
 DESCRIPTION = (
     "Every job of both engines (Celery and RQ) through one API: submit, read, list, "
-    "cancel and retry jobs; the routing policy's profiles; health, readiness and metrics."
+    "cancel and retry jobs (one or in bulk); the routing policy's profiles; health, "
+    "readiness and metrics. A dashboard over the same reads is served at /ui."
 )
 
 
@@ -46,7 +48,8 @@ def create_app(
         app.state.records = AsyncRecords(rt.settings.redis_url, rt.store.keys)
         app.state.metrics = metrics.registry(rt)
         try:
-            yield
+            async with ui.running(app, rt):
+                yield
         finally:
             await app.state.records.close()
             if owned:
@@ -62,8 +65,9 @@ def create_app(
         else None,
     )
     app.state.settings = settings
-    for module in (jobs, workflows, profiles, health, metrics):
+    for module in (bulk, jobs, workflows, profiles, health, metrics):
         app.include_router(module.router)
+    ui.install(app)
     errors.install(app)
     # Starlette runs the last added middleware first: the token, then the cross-site
     # guard, then the body limit (a body is read only for an allowed caller).
@@ -71,6 +75,7 @@ def create_app(
     app.add_middleware(CrossSiteGuard)
     if settings.api_token:
         app.add_middleware(TokenAuth, token=settings.api_token)
+    ui.add_headers(app)
     app.openapi = lambda: _openapi(app, bool(settings.api_token))  # type: ignore[method-assign]
     return app
 

@@ -5,13 +5,21 @@ With ``TASKROUTER_API_TOKEN`` set, every request except ``/healthz`` (a liveness
 carries no secrets) needs ``Authorization: Bearer <token>``. It is checked in a plain
 ASGI middleware, before routing or reading the body, so that an unauthenticated client
 learns nothing (not even whether a path exists or a body parses).
+
+The dashboard (``/ui``) also accepts the token from its login cookie, and only there:
+every state-changing form of the dashboard carries a CSRF token (services/ui/security.py),
+which API routes do not check. Its login page and static files need no token; any other
+dashboard page sends a browser without one to the login page.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+from urllib.parse import quote
 
+from starlette.requests import cookie_parser
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskrouter.errors import TaskrouterError
@@ -19,6 +27,10 @@ from taskrouter.errors import TaskrouterError
 from .errors import error
 
 OPEN_PATHS = frozenset({"/healthz"})
+UI_PREFIX = "/ui"
+UI_LOGIN = "/ui/login"
+UI_STATIC = "/ui/static/"
+UI_COOKIE = "taskrouter_token"  # services/ui/security.py sets it
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = frozenset({"localhost"})
 
@@ -33,6 +45,7 @@ class TokenAuth:
         self._token = token.encode()
 
     def authorized(self, scope: Scope) -> bool:
+        ui = _under_ui(scope["path"])
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, credentials = value.partition(b" ")
@@ -40,16 +53,40 @@ class TokenAuth:
                 return scheme.lower() == b"bearer" and hmac.compare_digest(
                     credentials.strip(), self._token
                 )
+            if ui and name == b"cookie":
+                cookie = cookie_parser(value.decode("latin-1")).get(UI_COOKIE)
+                if cookie is not None:
+                    return hmac.compare_digest(cookie.encode("latin-1", "replace"), self._token)
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self.authorized(scope):
+        if scope["type"] != "http" or _open(scope["path"]) or self.authorized(scope):
             await self.app(scope, receive, send)
+            return
+        if _under_ui(scope["path"]) and not _wants_fragment(scope):
+            # A person at a browser: the login form, then back to the page they asked for.
+            query = scope["query_string"].decode("latin-1")
+            target = scope["path"] + (f"?{query}" if query else "")
+            location = f"{UI_LOGIN}?next={quote(target, safe='')}"
+            await RedirectResponse(location, status_code=303)(scope, receive, send)
             return
         response = error(
             401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="taskrouter"'}
         )
         await response(scope, receive, send)
+
+
+def _under_ui(path: str) -> bool:
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path == UI_LOGIN or path.startswith(UI_STATIC)
+
+
+def _wants_fragment(scope: Scope) -> bool:
+    """The dashboard's own script asks for a part of a page: it gets a 401, and reloads."""
+    return any(name == b"x-taskrouter-fragment" for name, _ in scope["headers"])
 
 
 class CrossSiteGuard:

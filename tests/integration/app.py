@@ -199,3 +199,17 @@ def pid_sleep_rq(path: str, seconds: float) -> str:
 @task(profile="quick", name="t.pid_sleep_celery")
 def pid_sleep_celery(path: str, seconds: float) -> str:
     return _pid_sleep(path, seconds)
+
+
+# -- the dashboard's tests (test_ui*.py) ----------------------------------------------------
+
+
+@task(profile="parked", name="t.ui_park")
+def ui_park(value: Any) -> Any:
+    """On a queue no worker of the session's stack serves: it stays queued."""
+    return value
+
+
+@task(profile="quick", name="t.ui_fail")
+def ui_fail(message: str) -> None:
+    raise ValueError(message)

@@ -116,6 +116,8 @@ OPERATIONS = [
     ("GET", "/jobs/{job_id}"),
     ("POST", "/jobs/{job_id}/cancel"),
     ("POST", "/jobs/{job_id}/retry"),
+    ("POST", "/jobs/cancel"),
+    ("POST", "/jobs/retry"),
     ("POST", "/workflows"),
     ("GET", "/workflows/{workflow_id}"),
     ("POST", "/workflows/{workflow_id}/cancel"),
