@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import click
@@ -84,7 +84,7 @@ def workload(size: int, marker: str) -> list[Job]:
     return jobs
 
 
-def summarize(jobs: list[Job], lanes: dict[str, str]) -> str:
+def summarize(jobs: list[Job], lanes: Mapping[str, str]) -> str:
     """One row per lane; ``lanes``: profile -> lane."""
     rows = []
     for lane in ("prefork", "io", "fork"):
@@ -187,7 +187,7 @@ def _wait_all(jobs: list[Job], timeout: float) -> None:
             time.sleep(0.2)
 
 
-def _routing_table(jobs: list[Job], lanes: dict[str, str]) -> str:
+def _routing_table(jobs: list[Job], lanes: Mapping[str, str]) -> str:
     seen: dict[tuple[str, str, str, str], int] = {}
     for j in jobs:
         key = (j.task.rsplit(".", 1)[-1], j.profile, j.backend, lanes.get(j.profile, ""))

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from taskrouter.backends.errors import engine_errors
 from taskrouter.backends.queries import JobFilter, list_jobs
 from taskrouter.backends.runtime import Runtime
-from taskrouter.backends.store import redis_errors
 from taskrouter.errors import JobNotFound, JobStateConflict
 from taskrouter.job import Job
 
@@ -104,7 +104,7 @@ def retry_ended(
     jobs, more = matching(runtime, filters, limit)
     result = BulkResult("retry", _shown(filters), more=more)
     store = runtime.store
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         for job in jobs:
             pipe.exists(store.keys.idempotency(job.profile, f"retry-of:{job.id}"))

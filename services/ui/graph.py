@@ -8,7 +8,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from taskrouter.backends.store import JobStore, redis_errors
+from taskrouter.backends.errors import engine_errors
+from taskrouter.backends.store import JobStore
 from taskrouter.job import Job
 
 BOX_W, BOX_H = 190, 48
@@ -45,7 +46,7 @@ class Graph:
 
 def links(store: JobStore, ids: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
     """Each member's label and the members that wait for it (its ``wf_next``)."""
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(store.keys.job(job_id), ["wf_label", "wf_next"])

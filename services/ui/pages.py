@@ -16,10 +16,11 @@ from fastapi.responses import PlainTextResponse, Response
 
 from taskrouter import codec
 from taskrouter.backends import workflows
-from taskrouter.backends.queries import InvalidQuery, JobFilter
+from taskrouter.backends.errors import engine_errors
+from taskrouter.backends.queries import JobFilter
 from taskrouter.backends.runtime import Runtime
-from taskrouter.backends.store import now_ms, redis_errors
-from taskrouter.errors import BackendUnavailable, JobNotFound, PayloadError
+from taskrouter.backends.store import now_ms
+from taskrouter.errors import BackendUnavailable, InvalidQuery, JobNotFound, PayloadError
 from taskrouter.job import Job
 from taskrouter.registry import registered
 from taskrouter.services.api.bulk import MAX_BULK
@@ -82,7 +83,7 @@ def overview_context(runtime: Runtime) -> dict[str, Any]:
     depths: dict[str, dict[str, int] | str] = {}
     for engine in list(queries.ENGINES):
         try:
-            depths[engine] = runtime.backends[engine].queue_depths()
+            depths[engine] = runtime.backend(engine).queue_depths()
         except BackendUnavailable as exc:
             depths[engine] = exc.detail
         except Exception as exc:  # an engine error its adapter did not map (as /metrics)
@@ -215,7 +216,7 @@ def job_context(runtime: Runtime, job_id: str) -> dict[str, Any]:
     job = Job.from_record(record)
     ps = runtime.derived.profiles.get(job.profile)
     args_text, args_note = _args(record)
-    with redis_errors():
+    with engine_errors():
         retried_as = runtime.store.client.get(
             runtime.store.keys.idempotency(job.profile, f"retry-of:{job.id}")
         )

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from taskrouter.backends.errors import engine_errors
 from taskrouter.backends.runtime import Runtime
-from taskrouter.backends.store import now_ms, redis_errors
+from taskrouter.backends.store import now_ms
 from taskrouter.derive import LONG_RUNNING_AFTER, Derived
 from taskrouter.durations import format_duration
 from taskrouter.services.api.profiles import profiles_dict
@@ -83,7 +84,7 @@ def views(runtime: Runtime) -> list[ProfileView]:
     store = runtime.store
     names = list(derived.profiles)
     now = now_ms()
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(store.keys.limits(name))

@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskrouter.backends.errors import engine_errors
+from taskrouter.backends.heartbeats import WorkerRegistry, counted
 from taskrouter.backends.queries import (
     LIST_FIELDS,
     MAX_LIMIT,
@@ -27,7 +29,7 @@ from taskrouter.backends.queries import (
     Page,
     list_jobs,
 )
-from taskrouter.backends.store import JobStore, now_ms, redis_errors
+from taskrouter.backends.store import JobStore, now_ms
 from taskrouter.job import Job
 from taskrouter.states import STATES
 
@@ -87,7 +89,7 @@ def counts(store: JobStore) -> Counts:
     keys = store.keys
     state_keys = [keys.index("state", s) for s in STATES]
     engine_keys = [keys.index("backend", e) for e in ENGINES]
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         pipe.zcard(keys.index())
         for key in [*state_keys, *engine_keys]:
@@ -184,7 +186,7 @@ def _smallest_index(store: JobStore, pairs: list[tuple[str, str]]) -> str:
     keys = [store.keys.index(*p) for p in pairs] or [store.keys.index()]
     if len(keys) == 1:
         return keys[0]
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         for key in keys:
             pipe.zcard(key)
@@ -197,7 +199,7 @@ def _rows(
 ) -> list[tuple[int, str]]:
     top: Any = "+inf" if after is None else after.score
     low: Any = "-inf" if bottom == -math.inf else int(bottom)
-    with redis_errors():
+    with engine_errors():
         rows = store.client.zrange(
             key, top, low, desc=True, byscore=True, offset=offset, num=count, withscores=True
         )
@@ -205,7 +207,7 @@ def _rows(
 
 
 def _records(store: JobStore, ids: list[str]) -> list[dict[str, str] | None]:
-    with redis_errors():
+    with engine_errors():
         pipe = store.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(store.keys.job(job_id), LIST_FIELDS)
@@ -224,36 +226,60 @@ class Worker:
     engine: str
     name: str
     seen_ms: int
-    extra: dict[str, str]  # the fields of its heartbeat hash, when its supervisor writes one
+    extra: dict[str, str]  # what its heartbeat says: lane, queues, processes, jobs now
+    counted: int = 1  # workers as the engine's tools count them (RQ: one per process)
 
     @property
     def age_ms(self) -> int:
         return max(0, now_ms() - self.seen_ms)
 
 
-def workers(store: JobStore, within_ms: int = LIVE_WITHIN_MS) -> list[Worker]:
-    """Live workers (the heartbeats ``WorkerRegistry`` reads), with the fields of each
-    one's ``Keys.worker`` hash where one is written (supervisor, lane, queues, the job it
-    runs: whatever the worker side publishes is shown as it is)."""
-    with redis_errors():
-        members = store.client.zrange(
-            store.keys.workers, now_ms() - within_ms, "+inf", byscore=True, withscores=True
-        )
-        pipe = store.client.pipeline(transaction=False)
-        for member, _ in members:
-            pipe.hgetall(store.keys.worker(member.split("|", 1)[-1]))
-        extras = pipe.execute() if members else []
+# Running jobs read per page to show what each worker process runs now.
+RUNNING_SHOWN = 2000
+
+
+def workers(store: JobStore, window_s: float = LIVE_WITHIN_MS / 1000) -> list[Worker]:
+    """Live workers from their heartbeats, each with its lane, queues, processes and the
+    jobs its processes run now (from the running jobs' records, at most RUNNING_SHOWN)."""
+    found = WorkerRegistry(store, window_s).live()
+    running = _running_by_worker(store) if found else {}
     out = []
-    for (member, score), extra in zip(members, extras, strict=True):
-        engine, _, name = member.partition("|")
-        out.append(Worker(engine, name or engine, int(score), dict(extra or {})))
+    for info in found:
+        jobs = running.get(info.name, [])
+        extra = {
+            "lane": info.lane,
+            "host": info.host,
+            "queues": ", ".join(info.queues),
+            "processes": ", ".join(str(p.get("pid")) for p in info.processes),
+            "running": str(len(jobs)),
+        }
+        if jobs:
+            extra["job"] = jobs[0]
+        out.append(Worker(info.engine, info.name, info.beat_at, extra, counted(info)))
     return sorted(out, key=lambda w: (w.engine, w.name))
 
 
+def _running_by_worker(store: JobStore) -> dict[str, list[str]]:
+    """Running job ids by the worker that runs them (a record names "<worker>/<pid>";
+    an RQ worker's own name is in its pool's list of processes)."""
+    with engine_errors():
+        ids = store.client.zrange(store.keys.running, 0, RUNNING_SHOWN - 1)
+        pipe = store.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(store.keys.job(job_id), "worker")
+        names = pipe.execute() if ids else []
+    by: dict[str, list[str]] = {}
+    for job_id, name in zip(ids, names, strict=True):
+        if name:
+            by.setdefault(name.rsplit("/", 1)[0], []).append(job_id)
+    return by
+
+
 def live_per_engine(found: list[Worker]) -> dict[str, int]:
+    """Live workers per engine, counted as ``celery inspect`` and ``rq info`` count them."""
     per = dict.fromkeys(ENGINES, 0)
     for w in found:
-        per[w.engine] = per.get(w.engine, 0) + 1
+        per[w.engine] = per.get(w.engine, 0) + w.counted
     return per
 
 
@@ -263,5 +289,5 @@ def lanes(found: list[Worker]) -> dict[tuple[str, str], int]:
     for w in found:
         lane = w.extra.get("lane")
         if lane:
-            per[(w.engine, lane)] = per.get((w.engine, lane), 0) + 1
+            per[(w.engine, lane)] = per.get((w.engine, lane), 0) + w.counted
     return per

@@ -21,7 +21,8 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from taskrouter.backends.store import JobStore, now_ms, redis_errors
+from taskrouter.backends.errors import engine_errors
+from taskrouter.backends.store import JobStore, now_ms
 
 log = logging.getLogger("taskrouter.ui")
 
@@ -69,7 +70,7 @@ def sample(store: JobStore, at_ms: int | None = None) -> bool:
     at = now_ms() if at_ms is None else at_ms
     minute = at // MINUTE_MS
     client = store.client
-    with redis_errors():
+    with engine_errors():
         current = totals(client.hgetall(store.keys.counters()))
         pipe = client.pipeline(transaction=False)
         pipe.hsetnx(store.keys.minutes, str(minute), _encode(current))
@@ -111,7 +112,7 @@ def series(store: JobStore, at_ms: int | None = None, minutes: int = MINUTES) ->
     now_minute = at // MINUTE_MS
     span = list(range(now_minute - minutes + 1, now_minute + 1))
     client = store.client
-    with redis_errors():
+    with engine_errors():
         pipe = client.pipeline(transaction=False)
         for m in span:
             pipe.zcount(store.keys.index(), m * MINUTE_MS, m * MINUTE_MS + MINUTE_MS - 1)
