@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from taskrouter import codec
 from taskrouter.backends.queries import InvalidQuery
 from taskrouter.errors import (
     BackendUnavailable,
@@ -99,6 +100,11 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         # syntax (not UTF-8, nested too deeply): for the contract, an invalid body.
         cause = type(exc.__cause__).__name__
         msg = f"the body could not be read as JSON ({cause})"
+        if isinstance(exc.__cause__, RecursionError):
+            msg = (
+                "the body is nested too deeply to read: taskrouter takes at most "
+                f"{codec.MAX_DEPTH} levels of lists and objects in one argument"
+            )
         return error(422, [{"loc": ["body"], "msg": msg, "type": "json_invalid"}])
     return error(exc.status_code, exc.detail, dict(exc.headers) if exc.headers else None)
 
