@@ -20,7 +20,7 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from taskrouter.errors import BackendUnavailable
+from taskrouter.errors import BackendUnavailable, DamagedRecord
 from taskrouter.keys import Keys
 
 from .connection import PerProcess
@@ -70,6 +70,8 @@ def redis_errors(component: str = "redis") -> Iterator[None]:
     except redis.ResponseError as exc:
         if "LOADING" in str(exc) or "READONLY" in str(exc):
             raise BackendUnavailable(component, str(exc)) from exc
+        if str(exc).startswith("WRONGTYPE"):
+            raise DamagedRecord(None, "a key holds another type than taskrouter writes") from exc
         raise
 
 

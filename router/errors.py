@@ -8,6 +8,7 @@
     ├── JobFailed              the job ended failed or canceled; carries the remote error
     ├── JobTimeout             wait() gave up before the job finished (also a TimeoutError)
     ├── JobStateConflict       the job is not in a state that allows the operation
+    ├── DamagedRecord          a job record in Redis has a field missing or garbled
     ├── BackendUnavailable     Redis, the Celery broker or an engine cannot be reached
     └── ServerError            the embedded Redis server cannot be started or is too old
 
@@ -84,6 +85,19 @@ class JobTimeout(TaskrouterError, TimeoutError):
 
 class JobStateConflict(TaskrouterError):
     """Raised when an operation does not fit the job's state (cancel a finished job...)."""
+
+
+class DamagedRecord(TaskrouterError):
+    """Raised when a job record in Redis cannot be read: a field is missing or garbled."""
+
+    def __init__(self, job_id: str | None, problem: str) -> None:
+        self.job_id = job_id
+        self.problem = problem
+        which = f"job {job_id!r}" if job_id else "a job"
+        super().__init__(
+            f"the record of {which} is damaged ({problem}): taskrouter did not write it so "
+            "and cannot read it; delete the key, or restore it from a backup"
+        )
 
 
 class BackendUnavailable(TaskrouterError, ConnectionError):

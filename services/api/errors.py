@@ -20,12 +20,14 @@ from taskrouter import codec
 from taskrouter.backends.queries import InvalidQuery
 from taskrouter.errors import (
     BackendUnavailable,
+    DamagedRecord,
     JobNotFound,
     JobStateConflict,
     PayloadError,
     TaskNotRegistered,
     TaskrouterError,
 )
+from taskrouter.workflow import MAX_DEPTH as MAX_WORKFLOW_DEPTH
 
 log = logging.getLogger("taskrouter.api")
 
@@ -34,6 +36,7 @@ STATUS: dict[type[TaskrouterError], int] = {
     TaskNotRegistered: 404,
     JobNotFound: 404,
     JobStateConflict: 409,
+    DamagedRecord: 409,
     PayloadError: 422,
     InvalidQuery: 422,
     BackendUnavailable: 503,
@@ -103,7 +106,8 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc.__cause__, RecursionError):
             msg = (
                 "the body is nested too deeply to read: taskrouter takes at most "
-                f"{codec.MAX_DEPTH} levels of lists and objects in one argument"
+                f"{codec.MAX_DEPTH} levels of lists and objects in one argument, and a "
+                f"workflow nests at most {MAX_WORKFLOW_DEPTH} levels"
             )
         return error(422, [{"loc": ["body"], "msg": msg, "type": "json_invalid"}])
     return error(exc.status_code, exc.detail, dict(exc.headers) if exc.headers else None)
