@@ -199,3 +199,14 @@ def pid_sleep_rq(path: str, seconds: float) -> str:
 @task(profile="quick", name="t.pid_sleep_celery")
 def pid_sleep_celery(path: str, seconds: float) -> str:
     return _pid_sleep(path, seconds)
+
+
+@task(profile="quick", name="t.echo_call")
+def echo_call(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Its call exactly as the worker received it (hostile-input tests)."""
+    return {"args": args, "kwargs": kwargs}
+
+
+@task(profile="long", name="t.echo_call_rq")
+def echo_call_rq(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": args, "kwargs": kwargs}
