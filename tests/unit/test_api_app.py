@@ -24,6 +24,7 @@ from taskrouter.backends.queries import (
 from taskrouter.derive import derive
 from taskrouter.errors import (
     BackendUnavailable,
+    DamagedRecord,
     JobNotFound,
     JobStateConflict,
     PayloadError,
@@ -225,6 +226,19 @@ def test_invalid_bodies_are_422_with_the_field(
 # -- read, list, cancel, retry ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("depth", [101, 950, 990, 5000])
+def test_arguments_nested_past_the_codecs_limit_are_422_before_the_runtime(
+    http: TestClient, runtime: FakeRuntime, depth: int
+) -> None:
+    deep = "[" * depth + "]" * depth
+    for body in (f'{{"task": "unit.api.echo", "args": [{deep}]}}',
+                 f'{{"task": "unit.api.echo", "kwargs": {{"x": {deep}}}}}'):  # fmt: skip
+        r = http.post("/jobs", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text[:200]
+        assert "at most 100 levels" in r.json()["detail"][0]["msg"]
+    assert runtime.calls == []
+
+
 def test_cancel_and_retry_answer_the_job(http: TestClient, runtime: FakeRuntime) -> None:
     r = http.post("/jobs/abc/cancel")
     assert r.status_code == 200 and r.json()["state"] == "canceled"
@@ -386,6 +400,7 @@ def test_one_table_maps_every_router_error() -> None:
     assert status_of(PayloadError("p")) == 422
     assert status_of(InvalidQuery("limit", "bad")) == 422
     assert status_of(BackendUnavailable("redis", "down")) == 503
+    assert status_of(DamagedRecord("j", "no 'id' field")) == 409
     assert status_of(TaskrouterError("other")) is None  # the last-resort 500
 
 
