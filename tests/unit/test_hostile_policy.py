@@ -210,7 +210,7 @@ def test_the_timeout_limit_is_what_signal_alarm_takes_here() -> None:
 
 
 def test_the_keep_results_limit_is_exact_in_milliseconds_as_a_double() -> None:
-    # Lua scripts hold it as a double (tests/integration/test_hostile_policy.py runs it).
+    # Lua scripts hold it as a double (tests/integration/test_hostile_policy_cli.py runs it).
     ms = MAX_KEEP_RESULTS * 1000
     assert ms <= 2**53 and int(float(ms)) == ms
     assert (MAX_KEEP_RESULTS + 86400) * 1000 > 2**53
