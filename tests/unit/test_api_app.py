@@ -469,3 +469,40 @@ def test_metrics_are_prometheus_text_from_one_collector(
     assert samples[("taskrouter_queue_depth", (("backend", "rq"), ("queue", "long")))] == 1
     assert samples[("taskrouter_up", (("component", "celery broker"),))] == 0
     assert samples[("taskrouter_workers", (("backend", "rq"),))] == 1
+
+
+# -- the command's options ---------------------------------------------------------------------
+
+
+def test_up_passes_allowed_hosts_on_to_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from click.testing import CliRunner
+
+    from taskrouter.services import up
+    from taskrouter.services.cli import main
+
+    spawned: list[list[str]] = []
+
+    class Exited:
+        returncode = 0
+
+        def poll(self) -> int:
+            return 0  # every child "exits" at once: up stops
+
+    def spawn(args: list[str], env: Any) -> Exited:
+        spawned.append(args)
+        return Exited()
+
+    monkeypatch.setattr(up, "spawn", spawn)
+    monkeypatch.setattr(up, "stop", lambda proc, timeout: None)
+    monkeypatch.setattr(up, "resolve_redis", lambda url, force_embedded: ("redis://x:1/0", None))
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        args = ["up", "--app", "m", "--allowed-host", "a.example", "--allowed-host", "b:81"]
+        CliRunner().invoke(main, args)
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    [api] = [a for a in spawned if a[0] == "api"]
+    assert api[-4:] == ["--allowed-host", "a.example", "--allowed-host", "b:81"]
