@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from taskrouter.errors import (
     BackendError,
     BackendUnavailable,
+    DamagedRecord,
     StorageFull,
     TaskrouterError,
 )
@@ -34,6 +35,8 @@ def _response(component: str, detail: str) -> TaskrouterError:
     # A script that hit maxmemory reports OOM inside its own error text.
     if "OOM" in detail:
         return StorageFull(component, detail)
+    if detail.startswith("WRONGTYPE"):  # a key of ours that holds something else
+        return DamagedRecord(None, "a key holds another type than taskrouter writes")
     if detail.startswith(_TRANSIENT) or any(f" {t} " in detail for t in _TRANSIENT):
         return BackendUnavailable(component, detail)
     return BackendError(component, detail)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskrouter.errors import InvalidQuery
+from taskrouter.errors import DamagedRecord, InvalidQuery
 from taskrouter.job import Job, JobSource
 from taskrouter.record import INDEXED, LISTED, TIMED
 from taskrouter.settings import DEFAULT_PAGE, MAX_PAGE, SCAN_BUDGET
@@ -156,10 +156,14 @@ def list_jobs(
             last_seen = Cursor(score, member)
             if record is None or not filters.matches(record):
                 continue  # expired, or filtered out
+            try:
+                job = Job.from_record(record, source, member)
+            except DamagedRecord:
+                continue  # GET /jobs/{id} says what is wrong with it
             if len(items) == limit:
                 # A matching job beyond the page: there is a next page.
                 return Page(items, last_item.encode() if last_item else None)
-            items.append(Job.from_record(record, source))
+            items.append(job)
             last_item = last_seen
         if len(rows) < batch:
             return Page(items, None)  # the index holds nothing older
@@ -200,11 +204,12 @@ def _records(store: JobStore, ids: list[str]) -> list[dict[str, str] | None]:
         pipe = store.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(store.keys.job(job_id), LIST_FIELDS)
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
     out: list[dict[str, str] | None] = []
     for values in replies:
-        # The id field is written at creation and never removed: missing means expired.
-        if values[0] is None:
+        # The id field is written at creation and never removed: missing means expired
+        # (or damaged, as is a key of another type: an error reply).
+        if isinstance(values, Exception) or values[0] is None:
             out.append(None)
         else:
             out.append({f: v for f, v in zip(LIST_FIELDS, values, strict=True) if v is not None})

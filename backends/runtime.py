@@ -299,7 +299,7 @@ class Runtime:
         record = self.store.read(job_id)
         if record is None:
             raise JobNotFound(job_id)
-        return Job.from_record(record, self)
+        return Job.from_record(record, self, job_id)
 
     def cancel_job(self, job_id: str) -> dict[str, str]:
         status, previous, backend, dispatch = self.store.cancel(job_id)

@@ -4,7 +4,14 @@ Plain JSON loses types (tuples become lists, datetimes are refused) and kombu's 
 envelope is unknown to RQ, so arguments and results go through this codec wherever they
 cross a process. Types JSON lacks are written as ``{"__tr__": TAG, "v": VALUE}``; a user
 dict that happens to use the ``__tr__`` key, or has non-string keys, is written as a
-tagged list of pairs, so decoding never mistakes user data for a tag.
+tagged list of pairs, so decoding never mistakes user data for a tag; so is a call's
+mapping of keyword arguments when one of them is named ``__tr__``.
+
+An argument or a result may nest containers (lists, tuples, dicts, sets) at most
+MAX_DEPTH levels deep. Encoded, each level takes up to three JSON levels (a tagged dict
+is an object, a list of pairs and a pair), so the deepest payload, about 300 levels, and
+the deepest workflow body the API reads (its 32 levels of nesting in 64 JSON levels, plus
+an argument) parse well inside Python's recursion limit of 1000 wherever they are read.
 
 Nothing here can execute code on load: decoding only builds the types listed in _DECODERS.
 """
@@ -22,8 +29,12 @@ from typing import Any
 from .errors import PayloadError
 
 TAG = "__tr__"
+# Levels of containers one argument or result may nest: see the module docstring.
+MAX_DEPTH = 100
 
 _SCALARS = (str, int, float, bool, type(None))
+# What counts as a level of nesting (MAX_DEPTH).
+_CONTAINERS = (list, tuple, dict, set, frozenset, Mapping)
 
 
 class _Unencodable(Exception):
@@ -32,28 +43,40 @@ class _Unencodable(Exception):
         self.value = value
 
 
+class _TooDeep(Exception):
+    pass
+
+
 def _tagged(tag: str, value: Any) -> dict[str, Any]:
     return {TAG: tag, "v": value}
 
 
-def _encode(obj: Any, path: str) -> Any:
+def _encode(obj: Any, path: str, depth: int = 1) -> Any:
     # Exact type checks first: bool and int are the hot path and must stay cheap.
     kind = type(obj)
     if kind in _SCALARS:
         if kind is float and (obj != obj or obj in (float("inf"), float("-inf"))):
             raise _Unencodable(path, obj)
         return obj
+    if depth > MAX_DEPTH and isinstance(obj, _CONTAINERS):
+        raise _TooDeep()
+    inner = depth + 1
     if kind is list:
-        return [_encode(item, f"{path}[{i}]") for i, item in enumerate(obj)]
+        return [_encode(item, f"{path}[{i}]", inner) for i, item in enumerate(obj)]
     if kind is dict:
         if TAG not in obj and all(type(k) is str for k in obj):
-            return {k: _encode(v, f"{path}[{k!r}]") for k, v in obj.items()}
+            return {k: _encode(v, f"{path}[{k!r}]", inner) for k, v in obj.items()}
         return _tagged(
             "dict",
-            [[_encode(k, f"{path}.key"), _encode(v, f"{path}[{k!r}]")] for k, v in obj.items()],
+            [
+                [_encode(k, f"{path}.key", inner), _encode(v, f"{path}[{k!r}]", inner)]
+                for k, v in obj.items()
+            ],
         )
     if kind is tuple:
-        return _tagged("tuple", [_encode(item, f"{path}[{i}]") for i, item in enumerate(obj)])
+        return _tagged(
+            "tuple", [_encode(item, f"{path}[{i}]", inner) for i, item in enumerate(obj)]
+        )
     if isinstance(obj, dt.datetime):
         return _tagged("datetime", obj.isoformat())
     if isinstance(obj, dt.date):
@@ -69,9 +92,9 @@ def _encode(obj: Any, path: str) -> Any:
     if isinstance(obj, bytes | bytearray | memoryview):
         return _tagged("bytes", base64.b64encode(bytes(obj)).decode("ascii"))
     if isinstance(obj, frozenset):  # hashable: may be a dict key or a set member
-        return _tagged("frozenset", [_encode(item, f"{path}{{}}") for item in obj])
+        return _tagged("frozenset", [_encode(item, f"{path}{{}}", inner) for item in obj])
     if isinstance(obj, set):
-        return _tagged("set", [_encode(item, f"{path}{{}}") for item in obj])
+        return _tagged("set", [_encode(item, f"{path}{{}}", inner) for item in obj])
     # Subclasses of the JSON types (str enums, int flags, named tuples, OrderedDict) keep
     # their JSON meaning; anything else is refused rather than guessed at.
     if isinstance(obj, bool):
@@ -81,13 +104,13 @@ def _encode(obj: Any, path: str) -> Any:
     if isinstance(obj, str):
         return str.__str__(obj)
     if isinstance(obj, float):
-        return _encode(float(obj), path)
+        return _encode(float(obj), path, depth)
     if isinstance(obj, tuple):
-        return _encode(tuple(obj), path)
+        return _encode(tuple(obj), path, depth)
     if isinstance(obj, list):
-        return _encode(list(obj), path)
+        return _encode(list(obj), path, depth)
     if isinstance(obj, Mapping):
-        return _encode(dict(obj), path)
+        return _encode(dict(obj), path, depth)
     raise _Unencodable(path, obj)
 
 
@@ -107,8 +130,41 @@ def to_jsonable(obj: Any, what: str = "value") -> Any:
             "pass str, int, float, bool, None, list, tuple, dict, set, datetime, date, time, "
             "timedelta, UUID, Decimal or bytes (convert other objects first)"
         ) from None
-    except RecursionError:
-        raise PayloadError(f"{what} is nested too deeply (or contains itself)") from None
+    except (_TooDeep, RecursionError):
+        raise PayloadError(too_deep(what)) from None
+
+
+def too_deep(what: str) -> str:
+    """The message for a value nested deeper than MAX_DEPTH."""
+    return (
+        f"{what} is nested too deeply: taskrouter takes at most "
+        f"{MAX_DEPTH} levels of lists, dicts, tuples or sets in one argument or result; "
+        "flatten it, or pass the deep part as a JSON string"
+    )
+
+
+def check_depth(value: Any, what: str = "value") -> None:
+    """PayloadError if ``value`` nests containers deeper than MAX_DEPTH (as the encoder)."""
+    if deeper_than(value, MAX_DEPTH):
+        raise PayloadError(too_deep(what))
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers more than ``limit`` levels deep.
+
+    Iterative, unlike the encoder, so that it answers for a value of any depth: the API
+    runs it on a parsed body before anything that recurses over it.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, _CONTAINERS):
+            continue
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, Mapping) else item
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def dumps(obj: Any, what: str = "value") -> str:
@@ -177,9 +233,13 @@ def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     enc_args = [
         a if type(a) in _AS_IS else to_jsonable(a, f"argument {i}") for i, a in enumerate(args)
     ]
-    enc_kwargs = {
+    enc_kwargs: Any = {
         k: v if type(v) in _AS_IS else to_jsonable(v, f"argument {k!r}") for k, v in kwargs.items()
     }
+    if TAG in enc_kwargs:
+        # The mapping of keyword arguments is itself a dict: one named like the tag key
+        # would make it read as a tagged value (``f(__tr__="dict", v=[["x", 1]])``).
+        enc_kwargs = _tagged("dict", [[k, v] for k, v in enc_kwargs.items()])
     return _COMPACT.encode({"a": enc_args, "k": enc_kwargs})
 
 
@@ -189,7 +249,7 @@ def decode_call(payload: str | bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if not isinstance(data, dict) or not isinstance(data.get("a"), list):
         raise PayloadError("not a taskrouter call payload (expected {'a': [...], 'k': {...}})")
     kwargs = data.get("k") or {}
-    if not isinstance(kwargs, dict):
+    if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
         raise PayloadError("not a taskrouter call payload: 'k' must be an object")
     return tuple(data["a"]), kwargs
 

@@ -13,6 +13,7 @@
     ├── InvalidQuery           a listing's filter, limit or cursor is not usable (a ValueError)
     ├── DescriptionError       a JSON description of a workflow is invalid (a ValueError)
     ├── RefusedJob             an engine message names something taskrouter does not run
+    ├── DamagedRecord          a job record in Redis has a field missing or garbled
     ├── BackendUnavailable     Redis, the Celery broker or an engine cannot be reached
     │   └── StorageFull        Redis refuses writes: it reached maxmemory
     ├── BackendError           Redis or an engine refused a command for another reason
@@ -161,6 +162,19 @@ class DescriptionError(TaskrouterError, ValueError):
 
 class RefusedJob(TaskrouterError):
     """Raised when an engine message names anything but a task taskrouter runs."""
+
+
+class DamagedRecord(TaskrouterError):
+    """Raised when a job record in Redis cannot be read: a field is missing or garbled."""
+
+    def __init__(self, job_id: str | None, problem: str) -> None:
+        self.job_id = job_id
+        self.problem = problem
+        which = f"job {job_id!r}" if job_id else "a job"
+        super().__init__(
+            f"the record of {which} is damaged ({problem}): taskrouter did not write it so "
+            "and cannot read it; delete the key, or restore it from a backup"
+        )
 
 
 class BackendUnavailable(TaskrouterError, ConnectionError):

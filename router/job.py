@@ -7,11 +7,11 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from . import codec
-from .errors import JobFailed, JobTimeout
-from .states import FINISHED, SUCCEEDED
+from .errors import DamagedRecord, JobFailed, JobTimeout, PayloadError
+from .states import FINISHED, STATES, SUCCEEDED
 
 
 class Refreshable(Protocol):
@@ -59,6 +59,28 @@ def number_or_none(value: str | None) -> float | None:
     return None if value in (None, "") else float(value)  # type: ignore[arg-type]
 
 
+N = TypeVar("N", int, float)
+
+
+def _field(record: Mapping[str, str], name: str, kind: type[N]) -> N | None:
+    value = record.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"field {name!r} is {str(value)[:64]!r}, not a number") from None
+
+
+def _problem(exc: Exception) -> str:
+    """What is wrong with a record, from the error its parsing raised."""
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r} field"
+    if isinstance(exc, PayloadError):
+        return f"field 'result' does not decode: {exc}"[:300]
+    return str(exc)[:300]
+
+
 @dataclass(slots=True)
 class Job:
     """A job routed by taskrouter. ``refresh()`` re-reads it in one Redis round trip."""
@@ -81,22 +103,46 @@ class Job:
     _error: str | None = field(default=None, repr=False)
     _history: str | None = field(default=None, repr=False)
     _source: JobSource | None = field(default=None, repr=False, compare=False)
+    _decoded: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_record(cls, record: Mapping[str, str], source: JobSource | None = None) -> Job:
-        return cls(
+    def from_record(
+        cls, record: Mapping[str, str], source: JobSource | None = None, job_id: str | None = None
+    ) -> Job:
+        """The job a record describes; ``job_id``, when known, is the id it was read by.
+
+        DamagedRecord when the record lacks its id or state, or holds a field that does
+        not parse (Redis keeps whatever any client writes under the key): reading a job
+        never fails further on, in ``to_dict`` or ``result``.
+        """
+        try:
+            job = cls._parse(record, source)
+        except (KeyError, ValueError, TypeError, ArithmeticError, OSError) as exc:
+            raise DamagedRecord(job_id or record.get("id"), _problem(exc)) from None
+        if job_id is not None and job.id != job_id:
+            raise DamagedRecord(job_id, f"its 'id' field says {job.id[:64]!r}")
+        return job
+
+    @classmethod
+    def _parse(cls, record: Mapping[str, str], source: JobSource | None) -> Job:
+        for required in ("id", "state"):
+            if not record.get(required):
+                raise KeyError(required)
+        if record["state"] not in STATES:
+            raise ValueError(f"state {record['state'][:64]!r} is not a job state")
+        job = cls(
             id=record["id"],
             task=record.get("task", ""),
             profile=record.get("profile", ""),
             backend=record.get("backend", ""),
             queue=record.get("queue", ""),
-            state=record.get("state", ""),
-            attempts=int(record.get("attempts") or 0),
-            max_attempts=int(record.get("max_attempts") or 1),
-            created_at=number_or_none(record.get("created_at")),
-            queued_at=number_or_none(record.get("queued_at")),
-            started_at=number_or_none(record.get("started_at")),
-            finished_at=number_or_none(record.get("finished_at")),
+            state=record["state"],
+            attempts=_field(record, "attempts", int) or 0,
+            max_attempts=_field(record, "max_attempts", int) or 1,
+            created_at=_field(record, "created_at", float),
+            queued_at=_field(record, "queued_at", float),
+            started_at=_field(record, "started_at", float),
+            finished_at=_field(record, "finished_at", float),
             workflow_id=record.get("workflow_id") or None,
             idempotency_key=record.get("idempotency_key") or None,
             _result=record.get("result") or None,
@@ -104,6 +150,13 @@ class Job:
             _history=record.get("history") or None,
             _source=source,
         )
+        for stamp in (job.created_at, job.started_at, job.finished_at):
+            iso(stamp)  # a time the job JSON cannot show (a year past 9999) is damage too
+        error = job.error
+        if error is not None and not isinstance(error, dict):
+            raise ValueError("field 'error' is not a JSON object")
+        job._decoded = job.result  # what to_dict shows; decoded once
+        return job
 
     @property
     def finished(self) -> bool:
@@ -175,7 +228,7 @@ class Job:
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
-            "result": None if self._result is None else codec.plain(self.result),
+            "result": None if self._result is None else codec.plain(self._decoded),
             "error": self.error,
             "workflow_id": self.workflow_id,
         }

@@ -12,6 +12,11 @@ true in YAML 1.1), and combinations that cannot work (see ``_check_profile``).
 
 ``retries`` is one value: a profile's ``retries`` replaces ``defaults.retries`` as a
 whole, and a missing ``max`` is 0. YAML anchors and ``<<`` merge keys work as usual.
+
+Every process reads this file at start (workers, the API), so a hostile one must not
+hang them: the file's size, its nesting and its number of nodes (with every alias and
+merge expanded) are bounded (MAX_FILE_BYTES, MAX_DEPTH, MAX_NODES), each checked before
+PyYAML does the work that the bound keeps small.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ import difflib
 import os
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NamedTuple, TypeVar, cast
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import CollectionEndEvent, CollectionStartEvent, Event, NodeEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from taskrouter.classify import classify
@@ -46,6 +51,7 @@ from taskrouter.policy import (
     Shape,
     WorkflowMode,
 )
+from taskrouter.settings import MAX_BACKOFF, MAX_KEEP_RESULTS, MAX_TIMEOUT
 
 SUPPORTED_VERSION = 1
 TOP_KEYS = ("version", "routing", "defaults", "profiles")
@@ -71,6 +77,17 @@ NAME_RULE = "1 to 64 letters, digits, '_' or '-' (it becomes a Redis key and a q
 # Keys kombu's Redis transport keeps for itself: a Celery queue of that name would
 # collide with them (WRONGTYPE errors, lost messages).
 KOMBU_RESERVED_QUEUES = ("unacked", "unacked_index", "unacked_mutex")
+
+# A real policy is a few KB, nests 5 levels (profiles.NAME.retries.backoff[0]) and holds
+# a few hundred nodes. Without bounds, PyYAML takes about 4 s per MB in pure Python,
+# recurses once per level of nesting (a RecursionError near 1,000 levels), and expands
+# ``<<`` merges by copying, exponentially in the number of chained merges.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # levels of mappings and lists
+MAX_NODES = 10_000  # as written, and again with every alias and merge expanded
+# libyaml's parser when PyYAML was built with it: the same events and marks, about 30
+# times faster than the pure-Python one, which stands in otherwise.
+_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -106,7 +123,11 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     """
     shown = os.fspath(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)  # no more, however large the file
+        if len(data) > MAX_FILE_BYTES:
+            raise _file_error(shown, _too_large("file"))
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise _file_error(
             shown,
@@ -125,11 +146,21 @@ def _file_error(path: str, message: str) -> PolicyError:
     return PolicyError([PolicyProblem(path, None, "", message)])
 
 
+def _too_large(what: str) -> str:
+    return (
+        f"the {what} is over {MAX_FILE_BYTES // 1024} KiB ({MAX_FILE_BYTES} bytes), "
+        "taskrouter's limit for a policy: a policy of even a thousand profiles is far "
+        "smaller; check that this is the policy file"
+    )
+
+
 def parse_policy(text: str, path: str = "<string>") -> Policy:
     """Validate the policy in ``text``; ``path`` is the name used in messages.
 
     Raises PolicyError listing every problem, each as ``file:line: key: message``.
     """
+    if len(text) > MAX_FILE_BYTES:
+        raise _file_error(path, _too_large("policy"))
     reader = _Reader(path)
     policy = reader.read(text)
     if reader.problems or policy is None:
@@ -140,6 +171,10 @@ def parse_policy(text: str, path: str = "<string>") -> Policy:
 
 def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
+
+
+def _event_line(event: Event) -> int | None:
+    return None if event.start_mark is None else int(event.start_mark.line) + 1
 
 
 def _shown(node: Node) -> str:
@@ -194,8 +229,10 @@ class _Reader:
         return policy
 
     def _compose(self, text: str) -> Node | None:
+        if not self._bounded(text):
+            return None
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(text, Loader=_LOADER)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
@@ -207,7 +244,57 @@ class _Reader:
             return None
         if root is None:
             self.report(None, "", "the file is empty: write version: 1 and a profiles: mapping")
-        return root
+            return None
+        return root if self._expands_within_bounds(root) else None
+
+    def _bounded(self, text: str) -> bool:
+        """Whether the file nests at most MAX_DEPTH levels and writes at most MAX_NODES
+        nodes; from the parser's events, which come without recursion, and stopping at
+        the first excess, before the composer (which recurses) sees the file."""
+        depth = nodes = 0
+        try:
+            for event in yaml.parse(text, Loader=_LOADER):
+                if isinstance(event, CollectionStartEvent):
+                    depth += 1
+                elif isinstance(event, CollectionEndEvent):
+                    depth -= 1
+                nodes += isinstance(event, NodeEvent)
+                if depth > MAX_DEPTH:
+                    self.report(_event_line(event), "", _TOO_DEEP)
+                    return False
+                if nodes > MAX_NODES:
+                    self.report(_event_line(event), "", _TOO_MANY)
+                    return False
+        except yaml.YAMLError:
+            pass  # composing reports it, with its line
+        return True
+
+    def _expands_within_bounds(self, root: Node) -> bool:
+        """Whether the node graph, with every alias and merge expanded, holds at most
+        MAX_NODES nodes and no alias inside the node it names; before any merge is
+        flattened (flattening copies, so a chain of merges doubles at each step)."""
+        sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, expanded
+        path: set[int] = set()  # the nodes being expanded: an alias to one is a cycle
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if children_done:
+                path.discard(id(node))
+                sizes[id(node)] = 1 + sum(sizes[id(c)] for c in _children(node))
+                if sizes[id(node)] > MAX_NODES:
+                    self.report(_line(node), "", _TOO_EXPANDED)
+                    return False
+                continue
+            if id(node) in sizes:
+                continue
+            path.add(id(node))
+            stack.append((node, True))
+            for child in _children(node):
+                if id(child) in path:
+                    self.report(_line(child), "", _CYCLE)
+                    return False
+                stack.append((child, False))
+        return True
 
     def _version(self, entry: _Entry) -> None:
         node = entry.value
@@ -246,12 +333,10 @@ class _Reader:
             return _Defaults(None, None, None)
         base = _Defaults()
         return _Defaults(
-            timeout=self.optional(
-                body, "defaults", "timeout", self.positive_duration, base.timeout
-            ),
+            timeout=self.optional(body, "defaults", "timeout", self.timeout, base.timeout),
             retries=self.optional(body, "defaults", "retries", self.retries, base.retries),
             keep_results=self.optional(
-                body, "defaults", "keep_results", self.positive_duration, base.keep_results
+                body, "defaults", "keep_results", self.keep_results, base.keep_results
             ),
         )
 
@@ -309,11 +394,9 @@ class _Reader:
         backend = self.optional(body, at, "backend", self.choice_of(BACKEND_CHOICES), "auto")
         kind = self.optional(body, at, "kind", self.choice_of(KINDS), "cpu")
         queue = self.optional(body, at, "queue", self.queue_name, name)
-        timeout = self.optional(body, at, "timeout", self.positive_duration, defaults.timeout)
+        timeout = self.optional(body, at, "timeout", self.timeout, defaults.timeout)
         retries = self.optional(body, at, "retries", self.retries, defaults.retries)
-        keep = self.optional(
-            body, at, "keep_results", self.positive_duration, defaults.keep_results
-        )
+        keep = self.optional(body, at, "keep_results", self.keep_results, defaults.keep_results)
         concurrency = self.optional(body, at, "concurrency", self.at_least_one, None)
         rate_limit = self.optional(body, at, "rate_limit", self.rate, None)
         if (
@@ -500,6 +583,46 @@ class _Reader:
             return None
         return seconds
 
+    def timeout(self, node: Node, dotted: str) -> float | None:
+        return self.at_most(
+            self.positive_duration(node, dotted),
+            MAX_TIMEOUT,
+            node,
+            dotted,
+            "RQ can enforce (it sets signal.alarm, which takes at most 2**31 - 1 seconds)",
+        )
+
+    def keep_results(self, node: Node, dotted: str) -> float | None:
+        return self.at_most(
+            self.positive_duration(node, dotted),
+            MAX_KEEP_RESULTS,
+            node,
+            dotted,
+            "Redis can keep a record (its expiry is 2**53 ms at most, about 285,000 years)",
+        )
+
+    def delay(self, node: Node, dotted: str) -> float | None:
+        return self.at_most(
+            self.duration(node, dotted),
+            MAX_BACKOFF,
+            node,
+            dotted,
+            "a retry may wait (held to the timeout's bound, 2**31 - 1 seconds: a Celery "
+            "canvas sends its retries with an ETA)",
+        )
+
+    def at_most(
+        self, seconds: float | None, maximum: float, node: Node, dotted: str, what: str
+    ) -> float | None:
+        if seconds is None or seconds <= maximum:
+            return seconds
+        self.report(
+            _line(node),
+            dotted,
+            f"{_shown(node)} is longer than {what}: set at most {format_duration(maximum)}",
+        )
+        return None
+
     def choice_of(self, options: Sequence[str]) -> Callable[[Node, str], str | None]:
         def read(node: Node, dotted: str) -> str | None:
             text = str(node.value) if isinstance(node, ScalarNode) else ""
@@ -578,10 +701,35 @@ class _Reader:
                 f"must be a list of durations, e.g. [10s, 60s]; got {_shown(node)}",
             )
             return None
-        delays = [self.duration(item, f"{dotted}[{i}]") for i, item in enumerate(node.value)]
+        delays = [self.delay(item, f"{dotted}[{i}]") for i, item in enumerate(node.value)]
         if any(delay is None for delay in delays):
             return None
         return tuple(delay for delay in delays if delay is not None)
+
+
+_TOO_DEEP = (
+    f"nested more than {MAX_DEPTH} levels deep here, taskrouter's limit for a policy (a "
+    "policy needs 5: profiles.NAME.retries.backoff): flatten it"
+)
+_TOO_MANY = (
+    f"the file writes more than {MAX_NODES} keys, values and list items by this line, "
+    "taskrouter's limit for a policy (a real one has a few hundred): check that this is "
+    "the policy file"
+)
+_TOO_EXPANDED = (
+    f"this stands for more than {MAX_NODES} keys, values and list items once its aliases "
+    "and << merges are expanded, taskrouter's limit for a policy (an alias or merge-key "
+    "bomb?): merge smaller mappings, or write the values out"
+)
+_CYCLE = "an alias refers to a mapping or list that contains it: a policy cannot be infinite"
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _entries(node: Node) -> dict[str, _Entry]:

@@ -53,7 +53,7 @@ class Task(Generic[P, R]):
         self.profile = profile
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
@@ -63,11 +63,11 @@ class Task(Generic[P, R]):
         """Per-call options (``idempotency_key=``, ``delay=`` seconds) for one enqueue."""
         return BoundTask(self, CallOptions(**options))
 
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+    def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Route the call by the task's profile and return its Job at once."""
         return BoundTask(self, CallOptions()).enqueue(*args, **kwargs)
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
+    def s(self, /, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task for chains, groups and chords."""
         from .workflow import Signature
 
@@ -79,7 +79,8 @@ class BoundTask(Generic[P, R]):
     task: Task[P, R]
     options: CallOptions = field(default_factory=CallOptions)
 
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+    def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> Job:
+        # Positional-only self: a task may take a keyword argument named "self".
         from ._runtime import current
 
         return current().enqueue(self.task, args, kwargs, self.options)

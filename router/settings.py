@@ -57,6 +57,23 @@ MAX_BODY = 1024 * 1024  # bytes; a job's arguments belong in the record, not blo
 RETRY_AFTER = 5  # seconds; the hint given to clients of an unreachable engine
 RECENT_FINISHED = 1000  # finished jobs per state behind the /metrics timing histograms
 
+# The longest durations a policy may set: what Redis and the engines can hold, found on
+# Linux x86-64 with CPython 3.11, Redis 7.0, RQ 3.0 and Celery 5.7 (the policy check
+# refuses longer ones, naming these).
+# keep_results: records expire by PEXPIRE in milliseconds from Lua scripts, where numbers
+# are doubles: whole milliseconds are exact up to 2**53, and from 1e17 ms Lua writes them
+# as "1e+17", which PEXPIRE refuses ("value is not an integer or out of range"). RQ's
+# result_ttl and Celery's result_expires (EXPIRE in seconds) hold far more.
+MAX_KEEP_RESULTS = 2**53 // 86_400_000 * 86_400  # seconds: 104249991d, about 285,000 years
+# timeout: RQ's work-horse arms signal.alarm(job_timeout), and CPython's signal.alarm
+# takes a C int ("OverflowError: Python int too large to convert to C int" from 2**31 s,
+# raised before the job runs, so its record would stay queued). Celery's soft and hard
+# limits are floats compared with the clock in the pool: any size runs.
+MAX_TIMEOUT = 2**31 - 1  # seconds, about 68 years
+# retries.backoff: in a Celery canvas a retry's wait is a countdown that Celery turns into
+# an ETA, a datetime (OverflowError past the year 9999); held to the timeout's bound.
+MAX_BACKOFF = MAX_TIMEOUT
+
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 

@@ -258,6 +258,18 @@ def demo(embedded: bool, jobs: int | None) -> None:
 # -- api, jobs ------------------------------------------------------------------------------
 
 
+def _allowed_host_option(fn: F) -> F:
+    return click.option(
+        "--allowed-host",
+        "allowed_hosts",
+        multiple=True,
+        metavar="HOST[:PORT]",
+        help="without TASKROUTER_API_TOKEN, also answer requests whose Host header is this "
+        "(repeatable; a bare name allows any port, '*' any host); by default only the "
+        "bound address and localhost, with the port",
+    )(fn)
+
+
 @main.command()
 @click.option("--app", "app_module", required=True, help="module that defines the @task functions")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
@@ -274,6 +286,7 @@ def demo(embedded: bool, jobs: int | None) -> None:
     metavar="BYTES",
     help="largest request body accepted (default 1 MiB)",
 )
+@_allowed_host_option
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @friendly
 def api(
@@ -282,6 +295,7 @@ def api(
     port: int,
     insecure: bool,
     max_body: int | None,
+    allowed_hosts: tuple[str, ...],
     access_log: bool,
 ) -> None:
     """Serve the HTTP job-status API (OpenAPI docs at /docs)."""
@@ -296,6 +310,7 @@ def api(
             port=port,
             insecure=insecure,
             max_body_bytes=max_body or DEFAULT_MAX_BODY,
+            allowed_hosts=allowed_hosts,
             access_log=access_log,
         )
     )
@@ -373,15 +388,30 @@ def _jobs_table(rows: list[dict[str, Any]]) -> str:
 @click.option(
     "--embedded", is_flag=True, help="use a private embedded server even if Redis answers"
 )
+@_allowed_host_option
 @friendly
-def up(app_module: str, host: str, port: int, concurrency: int, embedded: bool) -> None:
+def up(
+    app_module: str,
+    host: str,
+    port: int,
+    concurrency: int,
+    embedded: bool,
+    allowed_hosts: tuple[str, ...],
+) -> None:
     """The whole stack on one machine: Redis (embedded when none is configured), a worker
     of each engine with its janitor, and the API; Ctrl-C stops it all."""
     from .up import run_up
 
     _logging(False)
     sys.exit(
-        run_up(app_module, host=host, port=port, concurrency=concurrency, force_embedded=embedded)
+        run_up(
+            app_module,
+            host=host,
+            port=port,
+            concurrency=concurrency,
+            force_embedded=embedded,
+            allowed_hosts=allowed_hosts,
+        )
     )
 
 

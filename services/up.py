@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from types import FrameType
 
 import click
@@ -19,7 +20,13 @@ from .processes import cli_env, spawn, stop
 
 
 def run_up(
-    app_module: str, *, host: str, port: int, concurrency: int, force_embedded: bool = False
+    app_module: str,
+    *,
+    host: str,
+    port: int,
+    concurrency: int,
+    force_embedded: bool = False,
+    allowed_hosts: Sequence[str] = (),
 ) -> int:
     url, server = resolve_redis(
         os.environ.get("TASKROUTER_REDIS_URL"), force_embedded=force_embedded
@@ -48,7 +55,9 @@ def run_up(
                 ],
                 env,
             )
-        procs["api"] = spawn(["api", "--app", app_module, "--host", host, "--port", str(port)], env)
+        api = ["api", "--app", app_module, "--host", host, "--port", str(port)]
+        api += [arg for name in allowed_hosts for arg in ("--allowed-host", name)]
+        procs["api"] = spawn(api, env)
         click.echo(f"redis: {'embedded server at ' + url if server else url}")
         click.echo(f"api: http://{host}:{port}/docs   (Ctrl-C stops everything)")
         click.echo(f"dashboard: http://{host}:{port}/ui")

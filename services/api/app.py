@@ -3,7 +3,7 @@ closes the runtime (Redis and broker connections)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,11 +16,14 @@ from taskrouter.services import ui
 from taskrouter.settings import Settings
 
 from . import bulk, errors, health, jobs, metrics, profiles, workflows
-from .auth import OPEN_PATHS, CrossSiteGuard, TokenAuth
+from .auth import OPEN_PATHS, CrossSiteGuard, HostGuard, TokenAuth
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .schemas import ErrorOut
 
 TITLE = "taskrouter"
+# Host values a token-less API answers when its caller names none: the loopback names,
+# on any port. ``taskrouter api`` passes its own address and port (default_allowed_hosts).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 DESCRIPTION = (
     "Every job of both engines (Celery and RQ) through one API: submit, read, list, "
     "cancel and retry jobs (one or in bulk); the routing policy's profiles; health, "
@@ -33,9 +36,14 @@ def create_app(
     runtime: Runtime | None = None,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
 ) -> FastAPI:
     """The API for ``settings``. With ``runtime`` given (tests), the caller owns it;
-    otherwise the lifespan builds one from ``settings`` and closes it at shutdown."""
+    otherwise the lifespan builds one from ``settings`` and closes it at shutdown.
+
+    Without a token, only requests whose ``Host`` is in ``allowed_hosts`` are served
+    (``host:port``, a bare host for any port, or ``*`` for all): see HostGuard. With a
+    token, the token decides."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,12 +77,15 @@ def create_app(
         app.include_router(module.router)
     ui.install(app)
     errors.install(app)
-    # Starlette runs the last added middleware first: the token, then the cross-site
-    # guard, then the body limit (a body is read only for an allowed caller).
+    # Starlette runs the last added middleware first: the token (or, without one, the
+    # Host check), then the cross-site guard, then the body limit (a body is read only
+    # for an allowed caller).
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(CrossSiteGuard)
     if settings.api_token:
         app.add_middleware(TokenAuth, token=settings.api_token)
+    else:
+        app.add_middleware(HostGuard, allowed=list(allowed_hosts))
     ui.add_headers(app)
     app.openapi = lambda: _openapi(app, bool(settings.api_token))  # type: ignore[method-assign]
     return app

@@ -1,5 +1,5 @@
-"""Who may call the API: the bearer token, a guard against cross-site browser requests,
-and the rule about which addresses the API may bind.
+"""Who may call the API: the bearer token, guards against cross-site browser requests
+and DNS rebinding, and the rule about which addresses the API may bind.
 
 With ``TASKROUTER_API_TOKEN`` set, every request except ``/healthz`` (a liveness probe
 carries no secrets) needs ``Authorization: Bearer <token>``. It is checked in a plain
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from starlette.requests import cookie_parser
@@ -110,6 +111,63 @@ class CrossSiteGuard:
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+class HostGuard:
+    """ASGI middleware: 421 for a request whose ``Host`` header names no allowed host.
+
+    Without a token, a web page can still reach a local API through DNS rebinding: its
+    own name, resolved again to 127.0.0.1, makes the browser send requests that are
+    same-origin to it (no ``Sec-Fetch-Site: cross-site``) and carry ``Host: its.name``.
+    Checking the Host against the names this server answers to refuses them. Entries are
+    ``host:port``, or a bare host for any port; ``*`` allows every host.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(h.lower() for h in allowed)
+
+    def allows(self, host: str) -> bool:
+        host = host.strip().lower()
+        name = host.rpartition(":")[0] if _has_port(host) else host
+        return "*" in self.allowed or host in self.allowed or name in self.allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        hosts = [v.decode("latin-1") for k, v in scope["headers"] if k == b"host"]
+        if len(hosts) == 1 and self.allows(hosts[0]):
+            await self.app(scope, receive, send)
+            return
+        shown = hosts[0][:100] if hosts else "(none)"
+        response = error(
+            421,
+            f"Host {shown!r} is not a name this API answers to without a token: use "
+            "http://127.0.0.1:PORT or http://localhost:PORT, start the API with "
+            "--allowed-host NAME, or set TASKROUTER_API_TOKEN",
+        )
+        await response(scope, receive, send)
+
+
+def _has_port(host: str) -> bool:
+    name, colon, port = host.rpartition(":")
+    # "[::1]" has colons but no port; "[::1]:8000" and "localhost:8000" have one.
+    return bool(colon) and port.isdigit() and (not name.startswith("[") or name.endswith("]"))
+
+
+def default_allowed_hosts(host: str, port: int) -> list[str]:
+    """The Host values of a token-less API bound to ``host``:``port``: that address and
+    ``localhost`` (and, bound to ``localhost``, its loopback addresses), with the port.
+    Port 0 (any free port) allows them on any port; port 80 also without one."""
+    names = {host.lower(), "localhost"}
+    if host.lower() == "localhost":
+        names |= {"127.0.0.1", "::1"}
+    names = {f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names}
+    if port == 0:
+        return sorted(names)
+    allowed = {f"{n}:{port}" for n in names}
+    return sorted(allowed | names if port == 80 else allowed)
 
 
 def is_loopback(host: str) -> bool:

@@ -32,7 +32,7 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 DESCRIPTIONS = {
     404: "unknown task or job",
-    409: "the job's state does not allow this",
+    409: "the job's state does not allow this, or its record is damaged",
     413: "request body too large",
     422: "invalid request: each problem with its location",
     503: "Redis, the Celery broker or an engine is unreachable (detail names which)",

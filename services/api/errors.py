@@ -16,8 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from taskrouter import codec
 from taskrouter.errors import (
     BackendUnavailable,
+    DamagedRecord,
     InvalidQuery,
     JobNotFound,
     JobStateConflict,
@@ -25,6 +27,7 @@ from taskrouter.errors import (
     TaskNotRegistered,
     TaskrouterError,
 )
+from taskrouter.settings import MAX_WORKFLOW_DEPTH
 
 log = logging.getLogger("taskrouter.api")
 
@@ -33,6 +36,7 @@ STATUS: dict[type[TaskrouterError], int] = {
     TaskNotRegistered: 404,
     JobNotFound: 404,
     JobStateConflict: 409,
+    DamagedRecord: 409,
     PayloadError: 422,
     InvalidQuery: 422,
     BackendUnavailable: 503,
@@ -99,6 +103,12 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         # syntax (not UTF-8, nested too deeply): for the contract, an invalid body.
         cause = type(exc.__cause__).__name__
         msg = f"the body could not be read as JSON ({cause})"
+        if isinstance(exc.__cause__, RecursionError):
+            msg = (
+                "the body is nested too deeply to read: taskrouter takes at most "
+                f"{codec.MAX_DEPTH} levels of lists and objects in one argument, and a "
+                f"workflow nests at most {MAX_WORKFLOW_DEPTH} levels"
+            )
         return error(422, [{"loc": ["body"], "msg": msg, "type": "json_invalid"}])
     return error(exc.status_code, exc.detail, dict(exc.headers) if exc.headers else None)
 

@@ -80,13 +80,14 @@ def list_(
     return JSONResponse(page.to_dict())
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=responses(404, 503), summary="A job")
+@router.get("/{job_id}", response_model=JobOut, responses=responses(404, 409, 503), summary="A job")
 async def get(job_id: JobId, request: Request) -> JSONResponse:
-    """The job's record as it is now: one Redis read, whichever engine runs it."""
+    """The job's record as it is now: one Redis read, whichever engine runs it. 409 when
+    the record is damaged (a field missing or garbled), naming what is wrong."""
     record = await records_of(request).read(job_id)
     if record is None:
         raise JobNotFound(job_id)
-    return _job(Job.from_record(record))
+    return _job(Job.from_record(record, job_id=job_id))
 
 
 @router.post(

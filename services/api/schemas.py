@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from taskrouter import codec
+from taskrouter.errors import PayloadError
 from taskrouter.states import STATES
 
 State = Literal["queued", "scheduled", "running", "retrying", "succeeded", "failed", "canceled"]
@@ -20,9 +22,15 @@ Engine = Literal["celery", "rq"]
 assert set(State.__args__) == set(STATES)  # type: ignore[attr-defined]
 
 
-def _utf8(value: Any, what: str) -> Any:
+def _valid_json(value: Any, what: str) -> Any:
     # JSON allows "\ud800" (a lone surrogate), which Python decodes into a str that no
     # UTF-8 encoder accepts; refuse it here, where the field can be named, not in Redis.
+    # The codec's depth limit first: json.dumps recurses, and a body nested about a
+    # thousand levels deep still parses.
+    try:
+        codec.check_depth(value, what)
+    except PayloadError as exc:
+        raise ValueError(str(exc)) from None
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -47,10 +55,25 @@ class SubmitJob(BaseModel):
         description="a second submission with the same key (and profile) returns the first job",
     )
 
-    @field_validator("args", "kwargs", "idempotency_key")
+    @field_validator("args")
     @classmethod
-    def _valid_utf8(cls, value: Any) -> Any:
-        return _utf8(value, "the value")
+    def _valid_args(cls, value: list[Any]) -> list[Any]:
+        for i, arg in enumerate(value):
+            _valid_json(arg, f"argument {i}")
+        return value
+
+    @field_validator("kwargs")
+    @classmethod
+    def _valid_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, arg in value.items():
+            _valid_json(arg, f"argument {name!r}")
+        _valid_json(list(value), "a keyword argument's name")
+        return value
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _valid_key(cls, value: str | None) -> str | None:
+        return _valid_json(value, "the value")  # type: ignore[no-any-return]
 
 
 class JobError(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Sequence
 
 from taskrouter.derive import derive
 from taskrouter.errors import TaskrouterError
@@ -11,7 +12,7 @@ from taskrouter.policy_file import load_policy
 from taskrouter.registry import registered
 from taskrouter.settings import Settings
 
-from .auth import check_bind, is_loopback
+from .auth import check_bind, default_allowed_hosts, is_loopback
 
 log = logging.getLogger("taskrouter.api")
 
@@ -23,6 +24,7 @@ def serve(
     port: int,
     insecure: bool = False,
     max_body_bytes: int,
+    allowed_hosts: Sequence[str] = (),
     access_log: bool = True,
     settings: Settings | None = None,
 ) -> int:
@@ -52,7 +54,11 @@ def serve(
         log.warning(
             "serving %s without a token (--insecure): anyone who reaches it is trusted", host
         )
-    app = create_app(settings, max_body_bytes=max_body_bytes)
+    app = create_app(
+        settings,
+        max_body_bytes=max_body_bytes,
+        allowed_hosts=[*default_allowed_hosts(host, port), *allowed_hosts],
+    )
     # What is alive now (modules, the app) lives as long as the process: keep it out of
     # the collector's full passes, which then pause requests for less time.
     gc.freeze()

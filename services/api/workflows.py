@@ -21,8 +21,10 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from taskrouter import codec
 from taskrouter.backends import workflows
 from taskrouter.errors import DescriptionError, PolicyError
+from taskrouter.settings import MAX_WORKFLOW_DEPTH as MAX_DEPTH
 from taskrouter.workflow_handle import Workflow
 from taskrouter.workflow_json import from_description
 
@@ -33,6 +35,10 @@ from .schemas import JobError, JobOut, State
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
 WorkflowId = Annotated[str, Path(description="the workflow id")]
+# JSON levels of the deepest body that can be valid: two per level of workflow nesting
+# (an object and its list of items), the call's object and its list of arguments, then
+# an argument (the codec's limit).
+MAX_BODY_DEPTH = 2 * MAX_DEPTH + 2 + codec.MAX_DEPTH
 Kind = Literal["chain", "group", "chord"]
 
 
@@ -52,10 +58,19 @@ class _Shape(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="after")
-    def _valid_utf8(self) -> Any:
+    def _valid_json(self) -> Any:
+        # Before json.dumps, which recurses: a body nested about a thousand levels deep
+        # still parses. Each call's arguments are held to the codec's own limit when the
+        # workflow is encoded, naming the step and the argument.
+        body = self.model_dump()
+        if codec.deeper_than(body, MAX_BODY_DEPTH):
+            raise ValueError(
+                f"nested too deeply: a workflow nests at most {MAX_DEPTH} levels, and each "
+                f"argument of a call at most {codec.MAX_DEPTH} levels of lists and objects"
+            )
         # JSON allows a lone surrogate ("\ud800"), which no UTF-8 encoder accepts.
         try:
-            json.dumps(self.model_dump(), ensure_ascii=False).encode("utf-8")
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError("holds a lone surrogate (\\ud800-\\udfff): not valid UTF-8") from None
         return self

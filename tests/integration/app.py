@@ -213,3 +213,17 @@ def ui_park(value: Any) -> Any:
 @task(profile="quick", name="t.ui_fail")
 def ui_fail(message: str) -> None:
     raise ValueError(message)
+
+
+# -- the hostile-input tests (test_hostile_*.py) ------------------------------------------------
+
+
+@task(profile="quick", name="t.echo_call")
+def echo_call(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Its call exactly as the worker received it (hostile-input tests)."""
+    return {"args": args, "kwargs": kwargs}
+
+
+@task(profile="long", name="t.echo_call_rq")
+def echo_call_rq(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": args, "kwargs": kwargs}

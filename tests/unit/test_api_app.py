@@ -25,6 +25,7 @@ from taskrouter.derive import derive
 from taskrouter.errors import (
     BackendError,
     BackendUnavailable,
+    DamagedRecord,
     JobNotFound,
     JobStateConflict,
     PayloadError,
@@ -35,7 +36,7 @@ from taskrouter.keys import Keys
 from taskrouter.policy_file import load_policy
 from taskrouter.registry import CallOptions
 from taskrouter.services.api import create_app, metrics
-from taskrouter.services.api.auth import check_bind, is_loopback
+from taskrouter.services.api.auth import check_bind, default_allowed_hosts, is_loopback
 from taskrouter.services.api.errors import status_of
 from taskrouter.settings import Settings
 
@@ -141,6 +142,8 @@ def client_for(
     runtime: FakeRuntime, token: str | None = None, **kwargs: Any
 ) -> Iterator[TestClient]:
     settings = Settings(redis_url="redis://127.0.0.1:1/0", api_token=token)
+    # TestClient sends Host: testserver, which a token-less API refuses unless allowed.
+    kwargs.setdefault("allowed_hosts", ["testserver"])
     app = create_app(settings, runtime, **kwargs)  # type: ignore[arg-type]
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
@@ -234,6 +237,19 @@ def test_invalid_bodies_are_422_with_the_field(
 # -- read, list, cancel, retry ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("depth", [101, 950, 990, 5000])
+def test_arguments_nested_past_the_codecs_limit_are_422_before_the_runtime(
+    http: TestClient, runtime: FakeRuntime, depth: int
+) -> None:
+    deep = "[" * depth + "]" * depth
+    for body in (f'{{"task": "unit.api.echo", "args": [{deep}]}}',
+                 f'{{"task": "unit.api.echo", "kwargs": {{"x": {deep}}}}}'):  # fmt: skip
+        r = http.post("/jobs", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text[:200]
+        assert "at most 100 levels" in r.json()["detail"][0]["msg"]
+    assert runtime.calls == []
+
+
 def test_cancel_and_retry_answer_the_job(http: TestClient, runtime: FakeRuntime) -> None:
     r = http.post("/jobs/abc/cancel")
     assert r.status_code == 200 and r.json()["state"] == "canceled"
@@ -309,6 +325,69 @@ def test_cross_site_browser_writes_are_403(http: TestClient, runtime: FakeRuntim
     assert runtime.calls == [("cancel", "abc")]
 
 
+def test_without_a_token_a_rebound_host_name_is_421_before_anything_runs(
+    runtime: FakeRuntime,
+) -> None:
+    allowed = default_allowed_hosts("127.0.0.1", 8000)
+    for http in client_for(runtime, allowed_hosts=allowed):
+        for host in ("evil.example", "evil.example:8000", "127.0.0.1:8001", "localhost",
+                     "127.0.0.1.evil.example:8000", "", "[::1]:8000"):  # fmt: skip
+            r = http.post("/jobs/abc/cancel", headers={"Host": host})
+            assert r.status_code == 421, host
+            assert "--allowed-host" in r.json()["detail"]
+            sent = {"task": "unit.api.echo", "args": [1]}
+            assert http.post("/jobs", json=sent, headers={"Host": host}).status_code == 421
+            assert http.get("/jobs/abc", headers={"Host": host}).status_code == 421
+        assert runtime.calls == []
+        for host in ("127.0.0.1:8000", "localhost:8000", "LOCALHOST:8000"):
+            assert http.post("/jobs/abc/cancel", headers={"Host": host}).is_success, host
+        # A liveness probe carries no secrets, and probes name the address they dial.
+        assert http.get("/healthz", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+
+
+def test_allowed_hosts_take_a_port_or_any_port_or_everything(runtime: FakeRuntime) -> None:
+    for allowed, host, ok in [
+        (["api.example:8443"], "api.example:8443", True),
+        (["api.example:8443"], "api.example:9000", False),
+        (["api.example"], "api.example:9000", True),
+        (["api.example"], "API.example", True),
+        (["[::1]"], "[::1]:8000", True),
+        (["*"], "anything.example:1", True),
+    ]:
+        for http in client_for(runtime, allowed_hosts=allowed):
+            assert http.get("/profiles", headers={"Host": host}).is_success is ok, (allowed, host)
+
+
+def test_with_a_token_the_token_decides_whatever_the_host(runtime: FakeRuntime) -> None:
+    for http in client_for(runtime, token=TOKEN, allowed_hosts=[]):
+        auth = {"Authorization": f"Bearer {TOKEN}", "Host": "api.example"}
+        assert http.get("/profiles", headers=auth).is_success
+        assert http.get("/profiles", headers={"Host": "api.example"}).status_code == 401
+
+
+def test_a_token_less_app_answers_only_loopback_names_unless_told_otherwise(
+    runtime: FakeRuntime,
+) -> None:
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0"), runtime)  # type: ignore[arg-type]
+    with TestClient(app, base_url="http://localhost:8123") as http:
+        assert http.get("/profiles").is_success
+        assert http.get("/profiles", headers={"Host": "testserver"}).status_code == 421
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "allowed"),
+    [("127.0.0.1", 8000, ["127.0.0.1:8000", "localhost:8000"]),
+     ("localhost", 8000, ["127.0.0.1:8000", "[::1]:8000", "localhost:8000"]),
+     ("::1", 9000, ["[::1]:9000", "localhost:9000"]),
+     ("127.0.0.1", 80, ["127.0.0.1", "127.0.0.1:80", "localhost", "localhost:80"]),
+     ("127.0.0.1", 0, ["127.0.0.1", "localhost"])],
+)  # fmt: skip
+def test_default_allowed_hosts_are_the_bound_address_and_localhost(
+    host: str, port: int, allowed: list[str]
+) -> None:
+    assert default_allowed_hosts(host, port) == allowed
+
+
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [("127.0.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
@@ -332,6 +411,7 @@ def test_one_table_maps_every_router_error() -> None:
     assert status_of(PayloadError("p")) == 422
     assert status_of(InvalidQuery("limit", "bad")) == 422
     assert status_of(BackendUnavailable("redis", "down")) == 503
+    assert status_of(DamagedRecord("j", "no 'id' field")) == 409
     assert status_of(TaskrouterError("other")) is None  # the last-resort 500
 
 
@@ -402,3 +482,40 @@ def test_metrics_are_prometheus_text_from_one_collector(
     assert samples[("taskrouter_queue_depth", (("backend", "rq"), ("queue", "long")))] == 1
     assert samples[("taskrouter_up", (("component", "celery broker"),))] == 0
     assert samples[("taskrouter_workers", (("backend", "rq"), ("lane", "fork")))] == 1
+
+
+# -- the command's options ---------------------------------------------------------------------
+
+
+def test_up_passes_allowed_hosts_on_to_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from click.testing import CliRunner
+
+    from taskrouter.services import up
+    from taskrouter.services.cli import main
+
+    spawned: list[list[str]] = []
+
+    class Exited:
+        returncode = 0
+
+        def poll(self) -> int:
+            return 0  # every child "exits" at once: up stops
+
+    def spawn(args: list[str], env: Any) -> Exited:
+        spawned.append(args)
+        return Exited()
+
+    monkeypatch.setattr(up, "spawn", spawn)
+    monkeypatch.setattr(up, "stop", lambda proc, timeout: None)
+    monkeypatch.setattr(up, "resolve_redis", lambda url, force_embedded: ("redis://x:1/0", None))
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        args = ["up", "--app", "m", "--allowed-host", "a.example", "--allowed-host", "b:81"]
+        CliRunner().invoke(main, args)
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    [api] = [a for a in spawned if a[0] == "api"]
+    assert api[-4:] == ["--allowed-host", "a.example", "--allowed-host", "b:81"]

@@ -306,9 +306,52 @@ def test_very_deep_nesting_is_refused_with_payload_error() -> None:
 
 def test_moderate_nesting_round_trips() -> None:
     deep: Any = "x"
-    for _ in range(100):
+    for _ in range(codec.MAX_DEPTH // 2):
         deep = [(deep,)]
     assert codec.loads(codec.dumps(deep)) == deep
+
+
+def _nested(depth: int, kind: str = "list") -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = (
+            {codec.TAG: value} if kind == "tagged dict" else [value] if kind == "list" else (value,)
+        )
+    return value
+
+
+@pytest.mark.parametrize("kind", ["list", "tuple", "tagged dict"])
+def test_nesting_up_to_the_limit_round_trips_and_one_more_is_refused_naming_it(
+    kind: str,
+) -> None:
+    deepest = _nested(codec.MAX_DEPTH, kind)
+    args, kwargs = codec.decode_call(codec.encode_call((deepest,), {"k": deepest}))
+    assert args == (deepest,) and kwargs == {"k": deepest}
+    for call in ((_nested(codec.MAX_DEPTH + 1, kind),), {}), ((), {"k": _nested(1000, kind)}):
+        with pytest.raises(PayloadError) as caught:
+            codec.encode_call(*call)
+        message = str(caught.value)
+        assert message.startswith(("argument 0 ", "argument 'k' "))
+        assert f"at most {codec.MAX_DEPTH} levels" in message
+
+
+@pytest.mark.parametrize("depth", [codec.MAX_DEPTH + 1, 950, 100_000])
+def test_check_depth_answers_for_any_depth_with_the_encoders_message(depth: int) -> None:
+    codec.check_depth(_nested(codec.MAX_DEPTH), "argument 0")
+    codec.check_depth({"a": [_nested(codec.MAX_DEPTH - 2)]}, "argument 0")
+    with pytest.raises(PayloadError) as checked:
+        codec.check_depth({"a": _nested(depth)}, "argument 'a'")
+    with pytest.raises(PayloadError) as encoded:
+        codec.to_jsonable({"a": _nested(depth)}, "argument 'a'")
+    assert str(checked.value) == str(encoded.value)
+
+
+def test_encoded_depth_of_the_deepest_value_fits_json_and_lua_limits() -> None:
+    # Each user level costs at most three JSON levels (a tagged dict of pairs); the
+    # decoders (json, Redis's cjson) stop at 1000.
+    payload = codec.encode_call((_nested(codec.MAX_DEPTH, "tagged dict"),), {})
+    assert payload.count("[") < 1000 - 100
+    assert codec.decode_call(payload)[0][0] == _nested(codec.MAX_DEPTH, "tagged dict")
 
 
 # -- refusals when decoding ----------------------------------------------------------
@@ -413,6 +456,73 @@ def test_loads_never_unpickles(protocol: int, tmp_path: Path) -> None:
 def test_decode_call_refuses_what_encode_call_cannot_make(payload: str) -> None:
     with pytest.raises(PayloadError):
         codec.decode_call(payload)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {codec.TAG: "dict", "v": [["x", 1]]},
+        {codec.TAG: "d", "v": [["x", 1]]},
+        {codec.TAG: "tuple", "v": [1, 2]},
+        {codec.TAG: "datetime", "v": "2026-01-01T00:00:00"},
+        {codec.TAG: None},
+        {codec.TAG: "set", "v": [1], "other": 2},
+    ],
+    ids=["dict tag", "unknown tag", "tuple tag", "datetime tag", "tag alone", "three keys"],
+)
+def test_keyword_arguments_named_like_the_tag_reach_the_task_as_sent(
+    kwargs: dict[str, Any],
+) -> None:
+    assert codec.decode_call(codec.encode_call((kwargs,), kwargs)) == ((kwargs,), kwargs)
+
+
+def test_payloads_of_the_earlier_encoding_still_decode() -> None:
+    # What encode_call wrote before tag-named keyword arguments were wrapped.
+    old = '{"a":[1,{"__tr__":"tuple","v":[2]}],"k":{"x":{"__tr__":"dict","v":[["__tr__",3]]}}}'
+    assert codec.decode_call(old) == ((1, (2,)), {"x": {codec.TAG: 3}})
+
+
+def test_decode_call_refuses_keyword_names_that_are_not_strings() -> None:
+    with pytest.raises(PayloadError):
+        codec.decode_call('{"a":[],"k":{"__tr__":"dict","v":[[1,2]]}}')
+
+
+# Any JSON document: what a client can send through the HTTP API or enqueue().
+_json_keys = st.text(max_size=6) | st.sampled_from([codec.TAG, "v"])
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | _finite_floats
+    | st.text(st.characters(exclude_categories=("Cs",)), max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(_json_keys, inner, max_size=4)
+        # A user dict shaped exactly like a tagged value.
+        | st.fixed_dictionaries({codec.TAG: st.sampled_from(sorted(codec._DECODERS)), "v": inner})
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(json_values, max_size=3),
+    st.dictionaries(_json_keys, json_values, max_size=3)
+    | st.fixed_dictionaries(
+        {codec.TAG: st.sampled_from(sorted(codec._DECODERS)), "v": json_values}
+    ),
+)
+def test_any_json_arguments_round_trip_exactly(args: list[Any], kwargs: dict[str, Any]) -> None:
+    back_args, back_kwargs = codec.decode_call(codec.encode_call(tuple(args), kwargs))
+    assert _same(back_args, tuple(args))
+    assert _same(back_kwargs, kwargs)
+    # The same through JSON text, as the API receives it.
+    sent = json.loads(json.dumps({"args": args, "kwargs": kwargs}))
+    assert codec.decode_call(codec.encode_call(tuple(sent["args"]), sent["kwargs"])) == (
+        tuple(args),
+        kwargs,
+    )
 
 
 def test_decode_call_without_kwargs_gives_an_empty_dict() -> None:

@@ -10,6 +10,7 @@ from taskrouter.backends.errors import engine_errors, map_exception
 from taskrouter.errors import (
     BackendError,
     BackendUnavailable,
+    DamagedRecord,
     PayloadError,
     StorageFull,
     TaskrouterError,
@@ -29,7 +30,8 @@ from taskrouter.errors import (
             redis.ResponseError("Error running script (call to f_x): OOM command not allowed"),
             StorageFull,
         ),
-        (redis.ResponseError("WRONGTYPE Operation against a key"), BackendError),
+        (redis.ResponseError("WRONGTYPE Operation against a key"), DamagedRecord),
+        (redis.ResponseError("ERR unknown command 'FOO'"), BackendError),
         (redis.RedisError("odd"), BackendError),
         (OperationalError("broker gone"), BackendUnavailable),
         (ConnectionResetError("reset"), BackendUnavailable),

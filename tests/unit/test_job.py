@@ -105,8 +105,8 @@ def test_from_record_reads_every_field() -> None:
 
 
 def test_from_record_of_a_bare_record_has_defaults() -> None:
-    job = Job.from_record({"id": "x"})
-    assert (job.task, job.state, job.attempts, job.max_attempts) == ("", "", 0, 1)
+    job = Job.from_record({"id": "x", "state": "queued"})
+    assert (job.task, job.state, job.attempts, job.max_attempts) == ("", "queued", 0, 1)
     assert job.created_at is job.started_at is job.finished_at is None
     assert job.workflow_id is None and job.idempotency_key is None
     assert job.result is None and job.error is None and job.history == []
@@ -306,3 +306,49 @@ def test_a_job_without_a_source_cannot_refresh() -> None:
         job.refresh()
     with pytest.raises(RuntimeError):
         job.wait(timeout=0.1)
+
+
+# -- damaged records -----------------------------------------------------------------------
+
+DAMAGE = {
+    "no id field": ({"id": None}, "no 'id' field"),
+    "an empty id": ({"id": ""}, "no 'id' field"),
+    "no state": ({"state": None}, "no 'state' field"),
+    "an unknown state": ({"state": "exploded"}, "state 'exploded' is not a job state"),
+    "attempts not a number": ({"attempts": "three"}, "field 'attempts' is 'three', not a number"),
+    "a time not a number": ({"created_at": "noon"}, "field 'created_at' is 'noon', not a number"),
+    "a time past year 9999": ({"finished_at": "1e20"}, ""),
+    "an infinite time": ({"started_at": "inf"}, ""),
+    "an error not json": ({"error": "{oops"}, ""),
+    "an error not an object": ({"error": "[1]"}, "field 'error' is not a JSON object"),
+    "a result not the codec's": ({"result": '{"__tr__":"pickle","v":"x"}'}, "unknown type tag"),
+    "a result not json": ({"result": "{"}, "field 'result' does not decode"),
+}
+
+
+@pytest.mark.parametrize("change, says", list(DAMAGE.values()), ids=list(DAMAGE))
+def test_a_damaged_record_raises_damaged_record_naming_what_is_wrong(
+    change: dict[str, Any], says: str
+) -> None:
+    from taskrouter.errors import DamagedRecord
+
+    fields = {k: v for k, v in {**record(), **change}.items() if v is not None}
+    with pytest.raises(DamagedRecord) as caught:
+        Job.from_record(fields, job_id="0190abcdef12aaaabbbbccccdddd")
+    message = str(caught.value)
+    assert message.startswith("the record of job '0190abcdef12aaaabbbbccccdddd' is damaged (")
+    assert says in message
+    assert isinstance(caught.value, TaskrouterError)
+
+
+def test_a_record_read_by_another_id_is_damaged() -> None:
+    from taskrouter.errors import DamagedRecord
+
+    with pytest.raises(DamagedRecord, match="its 'id' field says '0190abcdef12aaaabbbbccccdddd'"):
+        Job.from_record(record(), job_id="ffffffffffffffffffffffffffff")
+
+
+def test_a_job_read_from_its_record_always_gives_its_json() -> None:
+    job = Job.from_record(record(state="succeeded", result=codec.dumps((1, {2}))))
+    assert job.to_dict()["result"] == [1, [2]]
+    assert job.result == (1, {2})

@@ -196,6 +196,25 @@ def test_signature_carries_name_args_and_kwargs() -> None:
     assert (sig.task, sig.args, sig.kwargs) == (t.name, (1,), {"y": 2})
 
 
+def test_a_keyword_argument_named_self_is_the_tasks(no_runtime: None) -> None:
+    class Recorder:
+        def enqueue(self, t: Any, args: Any, kwargs: Any, options: Any) -> Any:
+            return (args, kwargs)
+
+    def takes_anything(*args: Any, **kwargs: Any) -> Any:
+        return (args, kwargs)
+
+    t = task(profile="p", name=unique())(takes_anything)
+    assert t(self=1) == ((), {"self": 1})
+    assert t.s(self=2).kwargs == {"self": 2}
+    previous = _runtime.install(Recorder())  # type: ignore[arg-type]
+    try:
+        assert t.enqueue(self=3) == ((), {"self": 3})
+        assert t.using(delay=1).enqueue(self=4) == ((), {"self": 4})
+    finally:
+        _runtime.install(previous)
+
+
 # -- using() -------------------------------------------------------------------------
 
 
