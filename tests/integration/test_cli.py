@@ -58,18 +58,20 @@ def test_policy_check_of_the_repo_policy_lists_every_profile_and_its_backend() -
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split()[:3] == ["profile", "backend", "queue"]
+    assert lines[0].split()[:4] == ["profile", "backend", "lane", "queue"]
     table = {}
     for line in lines[1:]:
         if not line.strip():
             break
         cells = line.split()
-        table[cells[0]] = cells[1]
+        table[cells[0]] = (cells[1], cells[2])
     derived = derive(load_policy(REPO_POLICY))
-    assert table == {name: ps.backend for name, ps in derived.profiles.items()}
-    # The policy's intent, independently of derive(): long calls on RQ, short on Celery.
-    assert table["enrichment"] == "rq" and table["llm"] == "rq" and table["media"] == "rq"
-    assert table["interactive"] == "celery" and table["default"] == "celery"
+    assert table == {name: (ps.backend, ps.lane) for name, ps in derived.profiles.items()}
+    # The policy's intent, independently of derive(): long network calls in the I/O lane,
+    # long file work on RQ, short calls on Celery's prefork pool.
+    assert table["enrichment"] == ("celery", "io") and table["llm"] == ("celery", "io")
+    assert table["media"] == ("rq", "fork")
+    assert table["interactive"] == ("celery", "prefork") == table["default"]
     assert "Celery visibility timeout" in done.stdout
 
 
@@ -159,7 +161,8 @@ def test_policy_explain_prints_the_backend_and_the_derived_settings() -> None:
     for line in done.stdout.splitlines():
         key, _, value = line.partition("  ")
         fields[key.strip()] = value.strip()
-    assert fields["backend"].startswith("rq ")
+    assert fields["backend"].startswith("celery ")
+    assert fields["lane"].startswith("io ")
     assert fields["queue"] == "enrichment"
     assert fields["expected_latency"] == "1m"
     assert fields["timeout"].startswith("10m")
