@@ -83,7 +83,10 @@ class SlowServer:
             if done:
                 self.dropped[token] += 1
                 return False
+            # Done with the watch before answering: the client sends nothing more until
+            # it has the answer, so no byte of its next request can be lost to it.
             gone.cancel()
+            await asyncio.gather(gone, return_exceptions=True)
             body = f"waited {wait:g}".encode()
             writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
             await writer.drain()
