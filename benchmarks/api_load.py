@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from taskrouter import task  # noqa: E402
 from taskrouter.backends.store import delete_prefix  # noqa: E402
-from taskrouter.services.processes import cli_command  # noqa: E402
+from taskrouter.services.processes import cli_command, isolated_env  # noqa: E402
 
 POLICY = """\
 version: 1
@@ -253,12 +253,8 @@ def main() -> int:
     host, port = "127.0.0.1", free_port()
     tmp = Path(tempfile.mkdtemp(prefix="taskrouter-bench-"))
     (tmp / "policy.yaml").write_text(POLICY)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))}
-    env.update(
-        TASKROUTER_REDIS_URL=args.redis_url,
-        TASKROUTER_KEY_PREFIX=prefix,
-        TASKROUTER_POLICY=str(tmp / "policy.yaml"),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    env = isolated_env(
+        args.redis_url, prefix, pythonpath=str(ROOT), policy=str(tmp / "policy.yaml")
     )
     if args.token:
         env["TASKROUTER_API_TOKEN"] = args.token

@@ -63,7 +63,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from taskrouter.services.processes import cli_command
+from taskrouter.services.processes import cli_command, isolated_env
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is on sys.path, not the root
@@ -362,14 +362,10 @@ class FaultRun:
         self.store: Any = None  # set by setup()
 
     def _environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))}
-        env.update(
-            TASKROUTER_REDIS_URL=self.args.redis_url,
-            TASKROUTER_KEY_PREFIX=self.prefix,
-            TASKROUTER_POLICY=str(POLICY),
-            RQ_KEY_PREFIX=f"{self.prefix}-rq",  # what taskrouter sets for this key prefix
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        env = isolated_env(
+            self.args.redis_url, self.prefix, pythonpath=str(ROOT), policy=str(POLICY)
         )
+        env["RQ_KEY_PREFIX"] = f"{self.prefix}-rq"  # what taskrouter sets for this key prefix
         if self.args.lease_ttl:
             env["TASKROUTER_LEASE_TTL"] = self.args.lease_ttl
         if self.args.janitor_interval:

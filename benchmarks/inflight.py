@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is on sys.path, no
     sys.path.insert(0, str(ROOT))
 
 from taskrouter.backends.store import delete_prefix  # noqa: E402
-from taskrouter.services.processes import cli_command, stop  # noqa: E402
+from taskrouter.services.processes import cli_command, isolated_env, stop  # noqa: E402
 from tests.integration.slow_http import SlowServer  # noqa: E402
 
 APP = "benchmarks.inflight_app"
@@ -106,13 +106,7 @@ class Bench:
         policy = tmp / "policy.yaml"
         policy.write_text(POLICY)
         self.tmp = tmp
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))},
-            "TASKROUTER_REDIS_URL": redis_url,
-            "TASKROUTER_KEY_PREFIX": self.prefix,
-            "TASKROUTER_POLICY": str(policy),
-            "PYTHONPATH": str(ROOT),
-        }
+        self.env = isolated_env(redis_url, self.prefix, pythonpath=str(ROOT), policy=str(policy))
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("TASKROUTER_")})
         from taskrouter import _runtime
         from taskrouter.backends.runtime import Runtime
@@ -120,6 +114,7 @@ class Bench:
         self.runtime = Runtime.from_env()
         _runtime.install(self.runtime)
         self.server = SlowServer()
+        self.rates: list[float] = []  # calls started per second, per hold
 
     @contextmanager
     def worker(self, args: list[str], *, raw: bool = False) -> Iterator[subprocess.Popen[bytes]]:
@@ -152,17 +147,19 @@ class Bench:
         return any(n.endswith(f":{pid}") for n in WorkerRegistry(self.runtime.store).alive())
 
     def hold(self, enqueue: Callable[[str], Any], n: int, seconds: float) -> float:
-        """Put ``n`` calls in flight; returns when the server holds them all (or 120 s)."""
+        """Put ``n`` calls in flight; returns when the server holds them all (or 240 s)."""
         group = uuid.uuid4().hex[:8]
-        url = f"{self.server.url}/wait?s={seconds}&g={group}"
+        # Each call waits ``seconds`` from the moment all ``n`` are in flight.
+        url = f"{self.server.url}/wait?s={seconds}&g={group}&n={n}"
         for i in range(n):
             enqueue(f"{url}&id={group}-{i}")
-        deadline = time.monotonic() + 120
+        started = time.monotonic()
         while self.server.group_in_flight[group] < n:
-            if time.monotonic() > deadline:
+            if time.monotonic() - started > 240:
                 got = self.server.group_in_flight[group]
-                raise SystemExit(f"only {got} of {n} calls got in flight in 120 s")
+                raise SystemExit(f"only {got} of {n} calls got in flight in 240 s")
             time.sleep(0.1)
+        self.rates.append(n / (time.monotonic() - started))
         return time.monotonic()
 
     def short_latency(self, count: int) -> list[float]:
@@ -359,6 +356,8 @@ def report(b: Bench, hold: float, n_async: int, n_sync: int, n_proc: int, n_raw:
     for what, n, measured in rows:
         per_gb = n / (measured / (1024 * MB))
         print(f"  {what:42} {n:6d} {measured / MB:8.1f} {per_gb:9.0f} {measured / MB / n:8.3f}")
+    rate = statistics.median(b.rates)
+    print(f"  (calls started per second while filling, median of the rows: {rate:.0f})")
     load = lane_under_load(b, n_async, hold)
     print(
         f"\none lane process holding {load['n']} async calls: {load['failed']} failed; "

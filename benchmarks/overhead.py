@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskrouter.services.processes import cli_command
+from taskrouter.services.processes import cli_command, isolated_env
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is on sys.path, not the root
@@ -107,14 +107,10 @@ class Bench:
         self.prefix = f"trbench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         policy = workdir / "policy.yaml"
         policy.write_text(POLICY)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))}
-        self.env.update(
-            TASKROUTER_REDIS_URL=args.redis_url,
-            TASKROUTER_KEY_PREFIX=self.prefix,
-            TASKROUTER_POLICY=str(policy),
-            RQ_KEY_PREFIX=f"{self.prefix}-rq",  # what taskrouter sets for this key prefix
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        self.env = isolated_env(
+            args.redis_url, self.prefix, pythonpath=str(ROOT), policy=str(policy)
         )
+        self.env["RQ_KEY_PREFIX"] = f"{self.prefix}-rq"  # what taskrouter sets for this prefix
         if args.trace:
             self.env["BENCH_TRACE"] = "1"
         # This process talks to the same Redis with the same prefixes. RQ reads

@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from taskrouter import task  # noqa: E402
-from taskrouter.services.processes import cli_command  # noqa: E402
+from taskrouter.services.processes import cli_command, isolated_env  # noqa: E402
 
 POLICY = """\
 version: 1
@@ -234,12 +234,8 @@ def main() -> int:
     prefix = f"bench-ui-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp = Path(tempfile.mkdtemp(prefix="taskrouter-bench-"))
     (tmp / "policy.yaml").write_text(POLICY)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))}
-    env.update(
-        TASKROUTER_REDIS_URL=args.redis_url,
-        TASKROUTER_KEY_PREFIX=prefix,
-        TASKROUTER_POLICY=str(tmp / "policy.yaml"),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    env = isolated_env(
+        args.redis_url, prefix, pythonpath=str(ROOT), policy=str(tmp / "policy.yaml")
     )
     host, port = "127.0.0.1", free_port()
     cmd = [

@@ -28,6 +28,22 @@ def cli_env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def isolated_env(
+    redis_url: str, prefix: str, *, pythonpath: str | None = None, **settings: str
+) -> dict[str, str]:
+    """The environment of a private stack's children (tests, benchmarks): this one
+    without any TASKROUTER_* or RQ_* variable, then the Redis, the key prefix and the
+    given ``TASKROUTER_<NAME>`` settings (``policy="..."`` sets TASKROUTER_POLICY), and
+    ``pythonpath`` first on the import path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))}
+    env["TASKROUTER_REDIS_URL"] = redis_url
+    env["TASKROUTER_KEY_PREFIX"] = prefix
+    env.update({f"TASKROUTER_{name.upper()}": value for name, value in settings.items()})
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
+    return env
+
+
 def spawn(
     args: list[str], env: Mapping[str, str], log: IO[bytes] | None = None
 ) -> subprocess.Popen[bytes]:

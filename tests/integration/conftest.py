@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from taskrouter.services.processes import cli_command
+from taskrouter.services.processes import cli_command, isolated_env
 from tests.conftest import STACK_PREFIX, delete_prefix
+from tests.helpers import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = Path(__file__).with_name("policy.yaml")
@@ -24,17 +23,14 @@ OWN_WORKER_QUEUES = ("fault-", "limits-", "parked")
 
 
 def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKROUTER_", "RQ_"))}
-    env.update(
-        {
-            "TASKROUTER_REDIS_URL": redis_url,
-            "TASKROUTER_KEY_PREFIX": prefix,
-            "TASKROUTER_POLICY": str(POLICY),
-            # Short leases and janitor passes, so that recovery tests finish in seconds.
-            "TASKROUTER_LEASE_TTL": "2s",
-            "TASKROUTER_JANITOR_INTERVAL": "250ms",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
+    # Short leases and janitor passes, so that recovery tests finish in seconds.
+    env = isolated_env(
+        redis_url,
+        prefix,
+        pythonpath=str(ROOT),
+        policy=str(POLICY),
+        lease_ttl="2s",
+        janitor_interval="250ms",
     )
     env.update(extra)
     return env
@@ -42,18 +38,6 @@ def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
 
 def cli(*args: str) -> list[str]:
     return cli_command(*args)
-
-
-def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Wait until predicate() is truthy; fail the test naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Stack:

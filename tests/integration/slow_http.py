@@ -3,9 +3,12 @@
 
 ``/wait?s=30&then=0.1&id=T`` waits 30 s the first time it sees token T and 0.1 s after
 (a call that is slow on its first attempt only). ``&g=NAME`` counts the calls in flight
-(and their peak) of group NAME apart from the others. It runs on its own event loop in a
-thread of the calling process, so hundreds of calls can wait at once, and stops with
-``close()``.
+(and their peak) of group NAME apart from the others; ``&g=NAME&n=N`` starts the wait
+only once N calls of the group are in flight (at most 5 minutes later), so that N calls
+of SECONDS each are in flight at once whatever the rate at which they arrive.
+
+It runs on its own event loop in a thread of the calling process, so hundreds of calls
+can wait at once, and stops with ``close()``.
 """
 
 from __future__ import annotations
@@ -79,6 +82,12 @@ class SlowServer:
         try:
             # A client that goes away (a cancelled call) closes its end: see it at once.
             gone = asyncio.ensure_future(reader.read(1))
+            together = int(query.get("n", ["0"])[0])
+            deadline = asyncio.get_running_loop().time() + 300
+            while self.group_in_flight[group] < together and not gone.done():
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             done, _ = await asyncio.wait({gone}, timeout=wait)
             if done:
                 self.dropped[token] += 1

@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from taskrouter.job import Job
 from taskrouter.policy_file import load_policy
 from taskrouter.services.processes import cli_command
 from tests.conftest import CONTRACT_JOB_FIELDS
+from tests.helpers import poll
 
 pytestmark = pytest.mark.integration
 
@@ -351,7 +351,14 @@ def test_demo_embedded_runs_both_engines_and_stops_its_server() -> None:
     # Nothing of the demo's own is left running: its server is gone at once...
     assert server_pid not in valkey_pids()
     # ...and no other server appeared and stayed (others' servers come and go: wait).
-    deadline = time.monotonic() + 10
-    while (left := valkey_pids() - before) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not left, [describe(pid) for pid in left]
+    stayed: set[int] = set()
+
+    def none_stayed() -> bool:
+        stayed.clear()
+        stayed.update(valkey_pids() - before)
+        return not stayed
+
+    try:
+        poll(none_stayed, 10, "servers the demo did not start to go", interval=0.1)
+    except pytest.fail.Exception:
+        raise AssertionError([describe(pid) for pid in stayed]) from None

@@ -31,6 +31,7 @@ from taskrouter.services.embedded import (  # noqa: E402
     find_server_binary,
     resolve_redis,
 )
+from tests.helpers import poll  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +50,7 @@ def _pid_gone(pid: int) -> bool:
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not _pid_gone(pid):
-        assert time.monotonic() < deadline, f"server pid {pid} still running after {timeout} s"
-        time.sleep(0.01)
+    poll(lambda: _pid_gone(pid), timeout, f"server pid {pid} to stop", interval=0.01)
 
 
 @pytest.fixture

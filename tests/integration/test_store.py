@@ -4,9 +4,8 @@ the index sweep. No workers: each test plays the worker's and the janitor's part
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from taskrouter import codec
 from taskrouter.backends.store import JobStore, new_job_id, now_ms
 from taskrouter.job import Job
 from taskrouter.keys import Keys
+from tests.helpers import Clock, poll
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +23,13 @@ LONG_LEASE = 60_000
 
 
 @pytest.fixture
-def store(redis_url: str, key_prefix: str) -> Iterator[JobStore]:
-    s = JobStore.from_url(redis_url, key_prefix)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(redis_url: str, key_prefix: str, clock: Clock) -> Iterator[JobStore]:
+    s = JobStore.from_url(redis_url, key_prefix, clock=clock)
     yield s
     s.close()
 
@@ -34,17 +39,6 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
-
-
-def poll(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def create_job(
@@ -666,20 +660,23 @@ def test_sweep_removes_the_index_entries_of_an_unfinished_record_that_expired(
 ) -> None:
     job_id = create_job(store, unfinished_ttl_ms=50)
     poll(lambda: store.read(job_id) is None, 5, "the record to expire")
-    deadline = time.monotonic() + 2
-    while in_index(r, store.keys, job_id) and time.monotonic() < deadline:
+
+    def swept() -> bool:
         store.sweep()
-        time.sleep(0.05)
-    assert not in_index(r, store.keys, job_id)
+        return not in_index(r, store.keys, job_id)
+
+    poll(swept, 2, "the sweep to clear its index entries")
     assert not in_index(r, store.keys, job_id, "state", "queued")
 
 
-def test_a_celery_job_queued_past_the_window_gets_a_new_dispatch(store: JobStore) -> None:
+def test_a_celery_job_queued_past_the_window_gets_a_new_dispatch(
+    store: JobStore, clock: Clock
+) -> None:
     old = create_job(store, backend="celery")
     rq_job = create_job(store, backend="rq")
     fresh_window = 3600.0
     assert store.requeue_stale(fresh_window) == []  # younger than the window: untouched
-    time.sleep(0.05)
+    clock.advance(0.05)  # the store's clock: the job is older now, with no sleep
     assert store.requeue_stale(0.01) == [old]  # RQ keeps its own in-flight list: not needed
     assert store.requeue_stale(0.01) == []  # once per window, not on every pass
     sent = store.take_due(10, grace_ms=30_000, engine="celery")

@@ -30,8 +30,8 @@ from taskrouter.backends import workflows
 from taskrouter.backends.store import now_ms
 from taskrouter.registry import CallOptions
 from taskrouter.workflow import Signature
+from tests.helpers import poll
 from tests.integration import app
-from tests.integration.conftest import poll
 
 pytestmark = pytest.mark.integration
 
