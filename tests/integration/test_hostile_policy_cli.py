@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from taskrouter.policy_file import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
+from taskrouter.policy_yaml import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 from taskrouter.registry import CallOptions
 from taskrouter.settings import MAX_KEEP_RESULTS, MAX_TIMEOUT
 from tests.conftest import REDIS_DB, STACK_PREFIX, delete_prefix

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from taskrouter import policy_file
+from taskrouter import policy_yaml
 from taskrouter.errors import PolicyError
-from taskrouter.policy_file import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_policy, parse_policy
+from taskrouter.policy_file import load_policy, parse_policy
+from taskrouter.policy_yaml import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 from taskrouter.settings import MAX_BACKOFF, MAX_KEEP_RESULTS, MAX_TIMEOUT
 
 SHIPPED = Path(__file__).resolve().parents[2] / "policies.yaml"
@@ -29,9 +30,9 @@ def loader(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.param == "libyaml" and not hasattr(yaml, "CSafeLoader"):
         pytest.fail("PyYAML without libyaml: the libyaml cases cannot run here")
     chosen = yaml.CSafeLoader if request.param == "libyaml" else yaml.SafeLoader
-    previous, policy_file._LOADER = policy_file._LOADER, chosen
+    previous, policy_yaml._LOADER = policy_yaml._LOADER, chosen
     yield
-    policy_file._LOADER = previous
+    policy_yaml._LOADER = previous
 
 
 def refused(text: str, path: str = "hostile.yaml") -> tuple[str, float]:
