@@ -64,7 +64,7 @@ def _pool_processes(worker: Any) -> Sequence[Mapping[str, Any]]:
 
 def node_name(lane: str) -> str:
     """The Celery node name: unique per process, with the real host name (Celery expands
-    ``%h`` only on its own command line)."""
+    ``%h`` only on its own command line). The heartbeat says it too (WorkerInfo.node)."""
     return f"taskrouter-{lane}-{os.getpid()}@{socket.gethostname()}"
 
 

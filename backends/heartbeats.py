@@ -36,6 +36,7 @@ class WorkerInfo:
     processes: tuple[Mapping[str, Any], ...] = ()
     started_at: int = 0  # ms
     beat_at: int = 0  # ms
+    node: str = ""  # the name the engine's own tools show (a Celery node name)
     stats: Mapping[str, int] = field(default_factory=dict)  # jobs run, by outcome
 
     @property
@@ -132,4 +133,5 @@ def describe(info: WorkerInfo) -> str:
     n = len(info.processes)
     if info.engine == "rq":
         return f"{counted(info)} rq workers in pool {info.name}"
-    return f"celery worker {info.name} ({info.lane} lane, {n} process{'es' if n != 1 else ''})"
+    plural = "es" if n != 1 else ""
+    return f"celery worker {info.node or info.name} ({info.lane} lane, {n} process{plural})"

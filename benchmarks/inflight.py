@@ -235,12 +235,13 @@ def lane_under_load(b: Bench, n: int, hold: float) -> dict[str, Any]:
         jobs: list[Any] = []
         b.hold(lambda url: jobs.append(app.io_async.enqueue(url)), n, hold)
         loaded = b.short_latency(40)
-        failed = 0
+        failed: dict[str, int] = {}
         for job in jobs:
             try:
                 job.wait(hold + 120)
-            except Exception:
-                failed += 1
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"[:160]
+                failed[why] = failed.get(why, 0) + 1
     return {
         "n": n,
         "failed": failed,
@@ -360,7 +361,8 @@ def report(b: Bench, hold: float, n_async: int, n_sync: int, n_proc: int, n_raw:
     print(f"  (calls started per second while filling, median of the rows: {rate:.0f})")
     load = lane_under_load(b, n_async, hold)
     print(
-        f"\none lane process holding {load['n']} async calls: {load['failed']} failed; "
+        f"\none lane process holding {load['n']} async calls: "
+        f"{sum(load['failed'].values())} failed {load['failed'] or ''}; "
         f"short task enqueue-to-start median {load['quiet_ms']:.2f} ms quiet, "
         f"{load['loaded_ms']:.2f} ms meanwhile"
     )
@@ -369,7 +371,7 @@ def report(b: Bench, hold: float, n_async: int, n_sync: int, n_proc: int, n_raw:
         f"starvation scenario (40 x 4 s I/O calls, then 20 short tasks every 0.2 s): "
         f"short p95 {starve['p95'] * 1000:.1f} ms, makespan {starve['makespan']:.1f} s"
     )
-    return 0 if load["failed"] == 0 else 1
+    return 0 if not load["failed"] else 1
 
 
 if __name__ == "__main__":

@@ -366,12 +366,56 @@ def _jobs_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no jobs"
     cells = [[str(r.get(c) if r.get(c) is not None else "") for c in _JOB_COLUMNS] for r in rows]
-    header = [c.upper() for c in _JOB_COLUMNS]
+    return _table([c.upper() for c in _JOB_COLUMNS], cells)
+
+
+def _table(header: list[str], cells: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *cells]
     )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="the workers as JSON")
+@friendly
+def workers(as_json: bool) -> None:
+    """List live workers of every engine and lane, counted as `celery inspect` and
+    `rq info` count them, with their processes and queues."""
+    from dataclasses import asdict
+
+    from taskrouter.backends.heartbeats import WorkerRegistry, counted
+    from taskrouter.backends.store import JobStore
+
+    settings = Settings.from_env()
+    store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+    try:
+        live = WorkerRegistry(store, settings.worker_alive_window).live()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([asdict(w) for w in live], indent=2))
+        return
+    if not live:
+        click.echo("no live worker")
+        return
+    rows = [
+        [
+            w.engine,
+            w.lane,
+            str(counted(w)),
+            w.name,
+            " ".join(str(p.get("pid")) for p in w.processes),
+            ",".join(w.queues),
+        ]
+        for w in live
+    ]
+    click.echo(_table(["ENGINE", "LANE", "WORKERS", "NAME", "PROCESSES", "QUEUES"], rows))
+    totals: dict[str, int] = {}
+    for w in live:
+        totals[w.engine] = totals.get(w.engine, 0) + counted(w)
+    click.echo("\n" + ", ".join(f"{n} {engine} workers" for engine, n in sorted(totals.items())))
 
 
 @main.command()

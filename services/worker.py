@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -109,6 +110,9 @@ def run_worker(
         queues=tuple(chosen),
         concurrency=concurrency or 0,
         started_at=int(time.time() * 1000),
+        node=f"taskrouter-{lane}-{os.getpid()}@{socket.gethostname()}"
+        if engine == "celery"
+        else "",
     )
     ctx = WorkerContext(
         runtime, name, int(runtime.settings.lease_ttl * 1000), hooks=default_hooks()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
+import socket
+import subprocess
 import uuid
 from decimal import Decimal
 
@@ -98,3 +102,36 @@ def test_unknown_job_id_is_not_found(stack):
 
 def test_plain_call_runs_inline(stack):
     assert app.echo("inline") == "inline"
+
+
+def test_live_workers_are_counted_as_the_engines_own_tools_count_them(stack):
+    """`taskrouter workers` and /readyz: the session's Celery worker is one worker (one
+    node) with 2 pool processes, its RQ pool 2 workers (2 processes), each named with
+    the real host and its own process."""
+    from tests.integration.conftest import cli
+
+    done = subprocess.run(
+        cli("workers", "--json"), env=stack.env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    live = {w["pid"]: w for w in json.loads(done.stdout)}
+    celery = live[stack.procs["celery"].pid]
+    rq = live[stack.procs["rq"].pid]
+    host = socket.gethostname()
+    assert (celery["engine"], celery["lane"], celery["host"]) == ("celery", "prefork", host)
+    assert len(celery["processes"]) == 2  # its prefork children, not itself
+    assert all(p["pid"] != celery["pid"] for p in celery["processes"])
+    assert (rq["engine"], rq["lane"], len(rq["processes"])) == ("rq", "fork", 2)
+    table = subprocess.run(
+        cli("workers"), env=stack.env, capture_output=True, text=True, timeout=60
+    ).stdout
+    assert f"taskrouter-prefork-{celery['pid']}@{host}" == celery["node"]
+    assert re.search(r"\n\d+ celery workers, \d+ rq workers$", table.rstrip()), table
+    from taskrouter.services.api.health import readiness
+
+    checks = {c["name"]: c for c in readiness(stack.runtime)}
+    assert (
+        f"celery worker {celery['node']} (prefork lane, 2 processes)"
+        in (checks["celery workers"]["detail"])
+    )
+    assert f"2 rq workers in pool rq@{host}:{rq['pid']}" in checks["rq workers"]["detail"]
