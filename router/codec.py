@@ -51,6 +51,31 @@ def _tagged(tag: str, value: Any) -> dict[str, Any]:
     return {TAG: tag, "v": value}
 
 
+# The types JSON lacks that are leaves: (class, tag, its JSON value). datetime before
+# date: a datetime is a date too.
+_LEAVES: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
+    (dt.datetime, "datetime", lambda v: v.isoformat()),
+    (dt.date, "date", lambda v: v.isoformat()),
+    (dt.time, "time", lambda v: v.isoformat()),
+    (dt.timedelta, "timedelta", lambda v: [v.days, v.seconds, v.microseconds]),
+    (uuid.UUID, "uuid", str),
+    (Decimal, "decimal", str),
+    (bytes | bytearray | memoryview, "bytes", lambda v: base64.b64encode(bytes(v)).decode()),
+)
+
+
+def _plain_subclass(obj: Any) -> Any:
+    """The plain JSON type's value of an instance of a subclass of one, or None."""
+    for plain in (bool, int, float, tuple, list):
+        if isinstance(obj, plain):
+            return plain(obj)
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    return None
+
+
 def _encode(obj: Any, path: str, depth: int = 1) -> Any:
     # Exact type checks first: bool and int are the hot path and must stay cheap.
     kind = type(obj)
@@ -77,40 +102,17 @@ def _encode(obj: Any, path: str, depth: int = 1) -> Any:
         return _tagged(
             "tuple", [_encode(item, f"{path}[{i}]", inner) for i, item in enumerate(obj)]
         )
-    if isinstance(obj, dt.datetime):
-        return _tagged("datetime", obj.isoformat())
-    if isinstance(obj, dt.date):
-        return _tagged("date", obj.isoformat())
-    if isinstance(obj, dt.time):
-        return _tagged("time", obj.isoformat())
-    if isinstance(obj, dt.timedelta):
-        return _tagged("timedelta", [obj.days, obj.seconds, obj.microseconds])
-    if isinstance(obj, uuid.UUID):
-        return _tagged("uuid", str(obj))
-    if isinstance(obj, Decimal):
-        return _tagged("decimal", str(obj))
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return _tagged("bytes", base64.b64encode(bytes(obj)).decode("ascii"))
-    if isinstance(obj, frozenset):  # hashable: may be a dict key or a set member
-        return _tagged("frozenset", [_encode(item, f"{path}{{}}", inner) for item in obj])
-    if isinstance(obj, set):
-        return _tagged("set", [_encode(item, f"{path}{{}}", inner) for item in obj])
-    # Subclasses of the JSON types (str enums, int flags, named tuples, OrderedDict) keep
-    # their JSON meaning; anything else is refused rather than guessed at.
-    if isinstance(obj, bool):
-        return bool(obj)
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, str):
-        return str.__str__(obj)
-    if isinstance(obj, float):
-        return _encode(float(obj), path, depth)
-    if isinstance(obj, tuple):
-        return _encode(tuple(obj), path, depth)
-    if isinstance(obj, list):
-        return _encode(list(obj), path, depth)
-    if isinstance(obj, Mapping):
-        return _encode(dict(obj), path, depth)
+    if isinstance(obj, frozenset | set):  # a frozenset is hashable: a dict key, a member
+        tag = "frozenset" if isinstance(obj, frozenset) else "set"
+        return _tagged(tag, [_encode(item, f"{path}{{}}", inner) for item in obj])
+    for cls, tag, value in _LEAVES:
+        if isinstance(obj, cls):
+            return _tagged(tag, value(obj))
+    plain = _plain_subclass(obj)
+    if plain is not None:
+        # Subclasses of the JSON types (str enums, int flags, named tuples, OrderedDict)
+        # keep their JSON meaning; anything else is refused rather than guessed at.
+        return _encode(plain, path, depth)
     raise _Unencodable(path, obj)
 
 

@@ -84,28 +84,45 @@ def workload(size: int, marker: str) -> list[Job]:
     return jobs
 
 
+def _spans(jobs: list[Job], start: str, end: str) -> list[float]:
+    """Seconds from field ``start`` to field ``end`` of each job that has both."""
+    out = []
+    for j in jobs:
+        first, last = getattr(j, start), getattr(j, end)
+        if first and last:
+            out.append((last - first) / 1000)
+    return out
+
+
+def _ms(values: list[float], q: float | None = None) -> str:
+    if not values:
+        return "-"
+    value = statistics.median(values) if q is None else _percentile(values, q)
+    return f"{value * 1000:.1f}"
+
+
+def _lane_row(lane: str, mine: list[Job]) -> tuple[object, ...]:
+    waits = _spans(mine, "queued_at", "started_at")
+    runs = _spans(mine, "started_at", "finished_at")
+    return (
+        f"{mine[0].backend if mine else ''} {lane}",
+        len(mine),
+        sum(j.state == "succeeded" for j in mine),
+        sum(j.state == "failed" for j in mine),
+        sum(j.attempts > 1 for j in mine),
+        _ms(waits),
+        _ms(waits, 0.95),
+        _ms(runs),
+        _ms(runs, 0.95),
+    )
+
+
 def summarize(jobs: list[Job], lanes: Mapping[str, str]) -> str:
     """One row per lane; ``lanes``: profile -> lane."""
-    rows = []
-    for lane in ("prefork", "io", "fork"):
-        mine = [j for j in jobs if lanes.get(j.profile) == lane]
-        waits = [(j.started_at - j.queued_at) / 1000 for j in mine if j.started_at and j.queued_at]
-        runs = [
-            (j.finished_at - j.started_at) / 1000 for j in mine if j.finished_at and j.started_at
-        ]
-        rows.append(
-            (
-                f"{mine[0].backend if mine else ''} {lane}",
-                len(mine),
-                sum(j.state == "succeeded" for j in mine),
-                sum(j.state == "failed" for j in mine),
-                sum(j.attempts > 1 for j in mine),
-                f"{statistics.median(waits) * 1000:.1f}" if waits else "-",
-                f"{_percentile(waits, 0.95) * 1000:.1f}" if waits else "-",
-                f"{statistics.median(runs) * 1000:.1f}" if runs else "-",
-                f"{_percentile(runs, 0.95) * 1000:.1f}" if runs else "-",
-            )
-        )
+    rows = [
+        _lane_row(lane, [j for j in jobs if lanes.get(j.profile) == lane])
+        for lane in ("prefork", "io", "fork")
+    ]
     header = (
         "engine lane",
         "jobs",
