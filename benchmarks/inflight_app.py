@@ -10,42 +10,50 @@ key prefixes). Neither engine is imported at module level (RQ reads RQ_KEY_PREFI
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import os
 import sys
 import time
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from taskrouter import task
 
 RAW_CALL = "inflight.raw_call"
 
-_sync: httpx.Client | None = None
-_async: httpx.AsyncClient | None = None
 _redis: Any = None
 
-
-def _client() -> httpx.Client:
-    global _sync
-    if _sync is None:
-        _sync = httpx.Client(limits=httpx.Limits(max_connections=None), timeout=300)
-    return _sync
-
-
-def _aclient() -> httpx.AsyncClient:
-    global _async
-    if _async is None:  # made on the lane's event loop, on first use
-        _async = httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=300)
-    return _async
+# Each call opens its own connection, with the standard library: the figures are the
+# lane's, not a client library's. (httpx shares one connection pool per client, and
+# its pool looks at every connection of the client for every request: with thousands of
+# calls in flight on one client, that work grows with the square of their number.)
 
 
 def call(url: str) -> int:
-    return len(_client().get(url).content)
+    """A blocking HTTP GET (a ``def`` task's call)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=300)
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}")
+        return len(conn.getresponse().read())
+    finally:
+        conn.close()
 
 
 async def call_async(url: str) -> int:
-    return len((await _aclient().get(url)).content)
+    """An awaited HTTP GET (an ``async def`` task's call)."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        request = f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n"
+        writer.write(request.encode())
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        return len(await reader.readexactly(length))
+    finally:
+        writer.close()
 
 
 io_async = task(call_async, profile="io_calls", name="inflight.io_async")
