@@ -180,7 +180,22 @@ def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     enc_kwargs = {
         k: v if type(v) in _AS_IS else to_jsonable(v, f"argument {k!r}") for k, v in kwargs.items()
     }
-    return _COMPACT.encode({"a": enc_args, "k": enc_kwargs})
+    try:
+        payload = _COMPACT.encode({"a": enc_args, "k": enc_kwargs})
+        if not payload.isascii():  # O(1) flag: only non-ASCII text pays for the check
+            payload.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        # An int json will not write (over 4,300 digits) or a str with a lone surrogate
+        # (no UTF-8 text holds one, so Redis could not get it): name the argument.
+        named = [(f"argument {i}", a) for i, a in enumerate(enc_args)]
+        named += [(f"argument {k!r}", v) for k, v in enc_kwargs.items()]
+        for what, value in named:
+            try:
+                _COMPACT.encode(value).encode("utf-8")
+            except (ValueError, UnicodeEncodeError) as exc:
+                raise PayloadError(f"{what} cannot be stored as JSON text: {exc}") from None
+        raise
+    return payload
 
 
 def decode_call(payload: str | bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:

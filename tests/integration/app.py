@@ -199,3 +199,21 @@ def pid_sleep_rq(path: str, seconds: float) -> str:
 @task(profile="quick", name="t.pid_sleep_celery")
 def pid_sleep_celery(path: str, seconds: float) -> str:
     return _pid_sleep(path, seconds)
+
+
+# -- values the codec cannot store (test_unstorable.py) -------------------------------------
+
+
+def _unstorable(kind: str, counter: str) -> Any:
+    _redis().incr(counter)  # counts executions: a result that cannot be stored must not rerun
+    return 10**5000 if kind == "huge-int" else "name-\udcff.pdf"
+
+
+@task(profile="quick_retry", name="t.unstorable_celery")
+def unstorable_celery(kind: str, counter: str) -> Any:
+    return _unstorable(kind, counter)
+
+
+@task(profile="long_retry", name="t.unstorable_rq")
+def unstorable_rq(kind: str, counter: str) -> Any:
+    return _unstorable(kind, counter)
