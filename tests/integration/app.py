@@ -217,3 +217,15 @@ def unstorable_celery(kind: str, counter: str) -> Any:
 @task(profile="long_retry", name="t.unstorable_rq")
 def unstorable_rq(kind: str, counter: str) -> Any:
     return _unstorable(kind, counter)
+
+
+# -- jobs changed outside taskrouter (test_outside.py) ---------------------------------------
+
+
+@task(profile="long_retry", name="t.flaky_rq")
+def flaky_rq(counter: str, failures: int) -> int:
+    """Fails its first ``failures`` runs, then returns how many runs it took."""
+    runs = int(_redis().incr(counter))
+    if runs <= failures:
+        raise ValueError(f"flaky run {runs}")
+    return runs
