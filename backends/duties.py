@@ -58,6 +58,11 @@ class Duties:
         # After a crash, this worker's reserved Celery messages are those of its last life.
         self._held_before: float | None = time.time() if restarted else None
 
+    @property
+    def up_since(self) -> float:
+        """Since when (time.monotonic()) Redis has answered every pass."""
+        return self._up_since
+
     def tick(self) -> None:
         """One pass: beat, housekeeping when due, send due jobs. Never raises for an
         unreachable Redis (the next tick tries again)."""

@@ -11,7 +11,8 @@ waiting to be sent, is looked for in its engine, a bounded batch per pass, oldes
   registry by a Redis restart, failed by RQ's own cleanup) -> sent again.
 - Celery, on a Redis broker that is the job store's: no message of its dispatch in its
   queue's list (searched when the list holds at most RECONCILE_MAX_QUEUE messages) nor
-  in kombu's unacked hash -> sent again. A purge cannot be told from a loss, and losing
+  reserved by a worker in kombu's unacked hash within the same few intervals -> sent
+  again. A purge cannot be told from a loss, and losing
   a job is worse: ``celery purge`` does not cancel jobs (``taskrouter`` cancel or a
   revoke does: celery_worker connects task_revoked). Longer queues and other brokers are
   left to requeue_stale (the visibility window).
@@ -32,7 +33,7 @@ from taskrouter.errors import TaskrouterError
 from taskrouter.settings import RECONCILE_AFTER, RECONCILE_BATCH, RECONCILE_MAX_QUEUE
 
 from .base import native_id, parse_native_id
-from .celery_unacked import UNACKED, task_id
+from .celery_unacked import UNACKED, UNACKED_INDEX, task_id
 from .errors import engine_errors
 
 if TYPE_CHECKING:
@@ -86,8 +87,15 @@ class Reconciler:
         if not by_queue:
             return []
         prefix, client = settings.celery_key_prefix or "", self.runtime.store.client
+        since = (self.runtime.store.clock() - self.older_ms) / 1000
         with engine_errors("celery broker"):
-            held = {task_id(entry) for entry in client.hvals(prefix + UNACKED)}
+            # Only messages reserved lately count as held: a worker claims what it
+            # reserved at once (or after the few tasks ahead of it, with prefetch); one
+            # reserved longer ago whose job is still queued was dropped by its worker
+            # (a reconnect after a Redis restart) and kombu would restore it only after
+            # the visibility window.
+            tags = client.zrangebyscore(prefix + UNACKED_INDEX, since, "+inf")
+            held = {task_id(e) for e in client.hmget(prefix + UNACKED, tags)} if tags else set()
             missing: list[tuple[str, int]] = []
             for queue, wanted in by_queue.items():
                 key = prefix + queue

@@ -3,9 +3,10 @@
 -- entries created at least older_ms ago, and for each queued record whose dispatch was
 -- queued that long ago and that is not waiting in its engine's dispatching set:
 --   RQ: reads the RQ job of its current dispatch. Hash missing -> canceled (deleted
---     outside taskrouter, e.g. from rq-dashboard); RQ status canceled or stopped ->
---     canceled; present but in no RQ queue list (within maxlen of its head) and executed
---     by no live RQ worker (stuck in a registry after a Redis restart, failed by RQ's
+--     outside taskrouter, e.g. from rq-dashboard), or sent again if the record says that
+--     dispatch never reached RQ (field `sent`, written with RQ's job); RQ status canceled or stopped ->
+--     canceled; present but in no RQ queue list (within maxlen of its head) and not
+--     begun by an RQ worker in the last older_ms (stuck in a registry after a Redis restart, failed by RQ's
 --     cleanup, requeued by hand to nowhere) -> a new dispatch, which the pump sends; the
 --     old copy, if it ever runs, is refused at claim as stale.
 --   Celery (outside native canvases): returned to the caller, which looks for its
@@ -28,20 +29,18 @@ if cursor ~= '' then
 end
 local entries = redis.call('ZRANGE', idx, start, start + limit - 1, 'WITHSCORES')
 
--- Job ids the live RQ workers execute now (their execution sets: job_id:execution_id).
-local executing = nil
+-- Whether an RQ worker began executing this RQ job recently (RQ's execution registry of
+-- the job, and each execution's created_at, epoch seconds). An execution begun longer
+-- ago whose record is still queued never reached its claim: its worker died, or lost it
+-- to a Redis restart (its worker key and execution sets outlive it for minutes). Sending
+-- again is safe either way: a late claim of the old copy is refused as stale.
 local function is_executing(nid)
-  if executing == nil then
-    executing = {}
-    for _, wkey in ipairs(redis.call('SMEMBERS', rq .. ':workers')) do
-      if redis.call('EXISTS', wkey) == 1 then
-        for _, ex in ipairs(redis.call('SMEMBERS', wkey .. ':executions')) do
-          executing[string.match(ex, '^[^:]+') or ex] = true
-        end
-      end
-    end
+  local ids = redis.call('ZRANGE', rq .. ':executions:' .. nid, 0, -1)
+  for _, ex in ipairs(ids) do
+    local began = tonumber(redis.call('HGET', rq .. ':execution:' .. nid .. ':' .. ex, 'created_at') or '0')
+    if began and began * 1000 > now - older then return true end
   end
-  return executing[nid] == true
+  return false
 end
 
 local function end_outside(id, key, message)
@@ -58,14 +57,20 @@ for i = 1, #entries, 2 do
   if created > now - older then break end  -- the rest is younger: start over next time
   walked = walked + 1
   local key = K.job(id)
-  local f = redis.call('HMGET', key, 'state', 'backend', 'queue', 'dispatch', 'queued_at', 'workflow_id')
+  local f = redis.call('HMGET', key, 'state', 'backend', 'queue', 'dispatch', 'queued_at',
+    'workflow_id', 'sent')
   local backend, queue, dispatch = f[2], f[3], f[4] or '1'
   if f[1] == 'queued' and tonumber(f[5] or '0') <= now - older and backend
      and not redis.call('ZSCORE', K.dispatching(backend), id) then
     local nid = dispatch == '1' and id or (id .. '-' .. dispatch)
     if backend == 'rq' then
       local status = redis.call('HGET', rq .. ':job:' .. nid, 'status')
-      if not status then
+      local resend = false
+      if not status and f[7] ~= dispatch then
+        -- It never reached RQ: its send failed after the record was written (an
+        -- idempotent or delayed enqueue while Redis went away).
+        resend = true
+      elseif not status then
         end_outside(id, key, 'removed outside taskrouter (its RQ job was deleted, e.g. from rq-dashboard)')
         table.insert(canceled, id)
       elseif status == 'canceled' or status == 'stopped' then
@@ -74,6 +79,9 @@ for i = 1, #entries, 2 do
       elseif not redis.call('LPOS', rq .. ':queue:' .. queue, nid, 'MAXLEN', maxlen)
              and redis.call('LLEN', rq .. ':queue:' .. queue) <= maxlen
              and not is_executing(nid) then
+        resend = true
+      end
+      if resend then
         redis.call('HINCRBY', key, 'dispatch', 1)
         redis.call('HSET', key, 'queued_at', now)
         redis.call('ZADD', K.dispatching(backend), now, id)

@@ -21,6 +21,8 @@ def test_the_walk_is_bounded_per_pass_goes_on_from_its_cursor_and_starts_over(
     store = JobStore.from_url(redis_url, key_prefix, clock=lambda: now_ms() + offset[0])
     try:
         rq = [create_job(store, backend="rq", queue="q") for _ in range(5)]
+        for job_id in rq:  # as RQBackend.send marks a dispatch that reached RQ
+            store.client.hset(store.keys.job(job_id), "sent", 1)
         celery = create_job(store, backend="celery", queue="cq")
         offset[0] = 60_000  # all six are a minute old now
         young = create_job(store, backend="rq", queue="q")
@@ -60,5 +62,20 @@ def test_a_job_waiting_in_its_dispatching_set_is_left_alone(redis_url, key_prefi
         _, canceled, again, _ = store.reconcile(30_000, 10, "", RQ_PREFIX, 100)
         assert canceled == [] and again == []
         assert store.read(job_id)["state"] == "queued"
+    finally:
+        store.close()
+
+
+def test_an_rq_job_whose_send_never_reached_rq_is_sent_again(redis_url, key_prefix):
+    offset = [0]
+    store = JobStore.from_url(redis_url, key_prefix, clock=lambda: now_ms() + offset[0])
+    try:
+        job_id = create_job(store, backend="rq", queue="q")  # written; its send failed
+        offset[0] = 60_000
+        _, canceled, again, _ = store.reconcile(30_000, 10, "", RQ_PREFIX, 100)
+        assert canceled == [] and again == [job_id]
+        record = store.read(job_id)
+        assert record["state"] == "queued" and record["dispatch"] == "2"
+        assert store.client.zscore(store.keys.dispatching("rq"), job_id) is not None
     finally:
         store.close()
