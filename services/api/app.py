@@ -14,7 +14,7 @@ from taskrouter.backends.aio import AsyncRecords
 from taskrouter.backends.runtime import Runtime
 from taskrouter.settings import Settings
 
-from . import errors, health, jobs, metrics, profiles, workflows
+from . import docs, errors, health, jobs, metrics, profiles, workflows
 from .auth import OPEN_PATHS, CrossSiteGuard, TokenAuth
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .schemas import ErrorOut
@@ -57,6 +57,8 @@ def create_app(
         description=DESCRIPTION,
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install, from installed files rather than a CDN
+        redoc_url=None,
         responses={401: {"model": ErrorOut, "description": "missing or wrong bearer token"}}
         if settings.api_token
         else None,
@@ -65,6 +67,7 @@ def create_app(
     for module in (jobs, workflows, profiles, health, metrics):
         app.include_router(module.router)
     errors.install(app)
+    docs.install(app)
     # Starlette runs the last added middleware first: the token, then the cross-site
     # guard, then the body limit (a body is read only for an allowed caller).
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
