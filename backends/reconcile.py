@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from taskrouter.derive import engine_queues
 from taskrouter.errors import TaskrouterError
 from taskrouter.settings import RECONCILE_AFTER, RECONCILE_BATCH, RECONCILE_MAX_QUEUE
 
@@ -41,6 +42,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("taskrouter.janitor")
 CHUNK = 1000  # messages per LRANGE
+
+
+def rq_keys(prefix: str) -> tuple[str, str, str, str]:
+    """RQ 3.0's key namespaces under its key prefix, as reconcile.lua takes them: a job's
+    hash, a queue's list, a job's execution registry, an execution's hash (each followed
+    by the id or name; a unit test compares them with RQ's own)."""
+    return (f"{prefix}:job:", f"{prefix}:queue:", f"{prefix}:executions:", f"{prefix}:execution:")
 
 
 class Reconciler:
@@ -62,7 +70,7 @@ class Reconciler:
             self.older_ms,
             self.batch,
             self.cursor,
-            settings.rq_key_prefix or "rq",
+            rq_keys(settings.rq_key_prefix or "rq"),
             RECONCILE_MAX_QUEUE,
         )
         for job_id in canceled:
@@ -81,9 +89,13 @@ class Reconciler:
         settings = self.runtime.settings
         if settings.broker_url != settings.redis_url:
             return []  # another broker (RabbitMQ): requeue_stale only
+        # Only this policy's Celery queues: a queue it does not know may be another
+        # deployment's, on another broker, sharing the job store.
+        known = set(engine_queues(self.runtime.derived, "celery"))
         by_queue: dict[str, dict[str, tuple[str, int]]] = defaultdict(dict)
         for job_id, dispatch, queue in jobs:
-            by_queue[queue][native_id(job_id, dispatch)] = (job_id, dispatch)
+            if queue in known:
+                by_queue[queue][native_id(job_id, dispatch)] = (job_id, dispatch)
         if not by_queue:
             return []
         prefix, client = settings.celery_key_prefix or "", self.runtime.store.client

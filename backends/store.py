@@ -288,12 +288,12 @@ class JobStore:
         return list(self.run("requeue_held", self.clock(), *[x for pair in held for x in pair]))
 
     def reconcile(
-        self, older_ms: int, limit: int, cursor: str, rq_prefix: str, max_queue: int
+        self, older_ms: int, limit: int, cursor: str, rq_keys: Sequence[str], max_queue: int
     ) -> tuple[str, list[str], list[str], list[tuple[str, int, str]]]:
         """One step of the walk over old queued jobs (see reconcile.lua): (next cursor,
         RQ jobs canceled, RQ jobs given a new dispatch, Celery jobs to look for as
-        (id, dispatch, queue))."""
-        r = self.run("reconcile", self.clock(), older_ms, limit, cursor, rq_prefix, max_queue)
+        (id, dispatch, queue)). ``rq_keys``: RQ's key namespaces (reconcile.RQKeys)."""
+        r = self.run("reconcile", self.clock(), older_ms, limit, cursor, max_queue, *rq_keys)
         celery = [(r[3][i], int(r[3][i + 1]), r[3][i + 2]) for i in range(0, len(r[3]), 3)]
         return r[0], list(r[1]), list(r[2]), celery
 

@@ -3,18 +3,20 @@
 -- entries created at least older_ms ago, and for each queued record whose dispatch was
 -- queued that long ago and that is not waiting in its engine's dispatching set:
 --   RQ: reads the RQ job of its current dispatch. Hash missing -> canceled (deleted
---     outside taskrouter, e.g. from rq-dashboard), or sent again if the record says that
---     dispatch never reached RQ (field `sent`, written with RQ's job); RQ status canceled or stopped ->
---     canceled; present but in no RQ queue list (within maxlen of its head) and not
---     begun by an RQ worker in the last older_ms (stuck in a registry after a Redis restart, failed by RQ's
---     cleanup, requeued by hand to nowhere) -> a new dispatch, which the pump sends; the
---     old copy, if it ever runs, is refused at claim as stale.
+--     outside taskrouter, e.g. from rq-dashboard), or sent again if the record says
+--     that dispatch never reached RQ (field `sent`, written with RQ's job); RQ status
+--     canceled or stopped -> canceled; present but in no RQ queue list (within maxlen of
+--     its head) and not begun by an RQ worker in the last older_ms (stuck in a registry
+--     after a Redis restart, failed by RQ's cleanup) -> a new dispatch, which the pump
+--     sends; the old copy, if it ever runs, is refused at claim as stale.
 --   Celery (outside native canvases): returned to the caller, which looks for its
 --     message in the broker's lists (backends/reconcile.py).
--- ARGV: prefix, now_ms, older_ms, limit, cursor_id, rq_prefix, maxlen
+-- ARGV: prefix, now_ms, older_ms, limit, cursor_id, maxlen, and RQ's key namespaces
+-- (reconcile.RQKeys: job, queue, executions, execution), which K does not name.
 -- Returns {next_cursor_id, {canceled ids}, {redispatched ids}, {celery: id, dispatch, queue, ...}}
 local now, older, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local cursor, rq, maxlen = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local cursor, maxlen = ARGV[5], tonumber(ARGV[6])
+local rq_job, rq_queue, rq_executions, rq_execution = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local idx = K.index_of('state', 'queued')
 
 local start = 0
@@ -35,9 +37,9 @@ local entries = redis.call('ZRANGE', idx, start, start + limit - 1, 'WITHSCORES'
 -- to a Redis restart (its worker key and execution sets outlive it for minutes). Sending
 -- again is safe either way: a late claim of the old copy is refused as stale.
 local function is_executing(nid)
-  local ids = redis.call('ZRANGE', rq .. ':executions:' .. nid, 0, -1)
+  local ids = redis.call('ZRANGE', rq_executions .. nid, 0, -1)
   for _, ex in ipairs(ids) do
-    local began = tonumber(redis.call('HGET', rq .. ':execution:' .. nid .. ':' .. ex, 'created_at') or '0')
+    local began = tonumber(redis.call('HGET', rq_execution .. nid .. ':' .. ex, 'created_at') or '0')
     if began and began * 1000 > now - older then return true end
   end
   return false
@@ -64,7 +66,7 @@ for i = 1, #entries, 2 do
      and not redis.call('ZSCORE', K.dispatching(backend), id) then
     local nid = dispatch == '1' and id or (id .. '-' .. dispatch)
     if backend == 'rq' then
-      local status = redis.call('HGET', rq .. ':job:' .. nid, 'status')
+      local status = redis.call('HGET', rq_job .. nid, 'status')
       local resend = false
       if not status and f[7] ~= dispatch then
         -- It never reached RQ: its send failed after the record was written (an
@@ -76,8 +78,8 @@ for i = 1, #entries, 2 do
       elseif status == 'canceled' or status == 'stopped' then
         end_outside(id, key, 'canceled outside taskrouter (its RQ job is ' .. status .. ')')
         table.insert(canceled, id)
-      elseif not redis.call('LPOS', rq .. ':queue:' .. queue, nid, 'MAXLEN', maxlen)
-             and redis.call('LLEN', rq .. ':queue:' .. queue) <= maxlen
+      elseif not redis.call('LPOS', rq_queue .. queue, nid, 'MAXLEN', maxlen)
+             and redis.call('LLEN', rq_queue .. queue) <= maxlen
              and not is_executing(nid) then
         resend = true
       end

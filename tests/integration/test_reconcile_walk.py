@@ -7,11 +7,12 @@ import time
 
 import pytest
 
+from taskrouter.backends.reconcile import rq_keys
 from taskrouter.backends.store import JobStore, now_ms
 from tests.integration.test_store import create_job
 
 pytestmark = pytest.mark.integration
-RQ_PREFIX = "no-such-rq"  # no RQ job exists under it: every RQ record's job is "deleted"
+RQ_PREFIX = rq_keys("no-such-rq")  # no RQ job exists under it: every RQ job is "deleted"
 
 
 def test_the_walk_is_bounded_per_pass_goes_on_from_its_cursor_and_starts_over(
