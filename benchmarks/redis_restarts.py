@@ -147,16 +147,17 @@ def run(
     rng = random.Random(seed)
     prefix = prefix or f"trr-{uuid.uuid4().hex[:8]}"
     server = Server(workdir)
-    server.start()
     env = worker_env(server.url, prefix, lease, janitor)
     marks = workdir / "marks"
     marks.mkdir()
     procs: list[subprocess.Popen[bytes]] = []
+    # Built before the server starts: a runtime that cannot be built leaves no server.
     runtime = Runtime.from_env(Settings.from_env(env))
     previous = _runtime.install(runtime)
     outcome = Outcome(jobs=jobs)
     started = time.monotonic()
     try:
+        server.start()
         for engine in ("celery", "rq"):
             log = open(workdir / f"{engine}.log", "ab")  # noqa: SIM115 - lives with the process
             args = ["worker", "--app", APP, "--backend", engine, "--concurrency", "2"]
