@@ -23,6 +23,7 @@ from .celery_app import is_redis_url, register_tasks
 from .duties import Duties
 from .hooks import WorkerContext
 from .io_lane import IOLane, LanePool
+from .reconcile import on_revoked
 from .runtime import Runtime
 
 log = logging.getLogger("taskrouter.celery")
@@ -109,6 +110,7 @@ def run(
         # no message waits behind a long task in this worker while another is idle.
         app.conf.worker_disable_prefetch = True
     signals.task_unknown.connect(_unknown_task(ctx), weak=False)
+    signals.task_revoked.connect(on_revoked(runtime), weak=False)  # Flower's revoke
     step = type("TaskrouterDuties", (_DutiesStep,), {"duties": duties})
     app.steps["worker"].add(step)
     worker = app.Worker(

@@ -8,8 +8,9 @@ Celery worker's timer, the RQ worker pool's loop) and by ``taskrouter janitor``.
   a countdown past the visibility window runs twice;
 - every janitor interval: fail or retry jobs whose lease lapsed (their worker died), give
   a new dispatch to Celery jobs whose messages a dead Celery worker held, or that sat
-  queued past the visibility window, drop index entries of expired records, and count
-  workflow members nobody counted.
+  queued past the visibility window, follow queued jobs whose engine message was
+  deleted, canceled or lost outside taskrouter (reconcile.py), drop index entries of
+  expired records, and count workflow members nobody counted.
 
 Every duty is an atomic script, so any number of processes can run them at once. A
 process runs them in its own loop, never in a thread: Celery's main process and the RQ
@@ -28,6 +29,7 @@ from taskrouter.errors import TaskrouterError
 
 from . import workflows
 from .heartbeats import WorkerInfo, WorkerRegistry
+from .reconcile import Reconciler
 from .runtime import Runtime
 
 log = logging.getLogger("taskrouter.janitor")
@@ -48,12 +50,18 @@ class Duties:
         self.info = info
         self.processes = processes
         self.registry = WorkerRegistry(runtime.store, runtime.settings.worker_alive_window)
+        self.reconciler = Reconciler(runtime)
         self._next_housekeeping = 0.0
         # Leases cannot be renewed while Redis is unreachable; reap only after Redis has
         # been reachable for a whole lease, so that a running job's keeper renews first.
         self._up_since = time.monotonic()
         # After a crash, this worker's reserved Celery messages are those of its last life.
         self._held_before: float | None = time.time() if restarted else None
+
+    @property
+    def up_since(self) -> float:
+        """Since when (time.monotonic()) Redis has answered every pass."""
+        return self._up_since
 
     def tick(self) -> None:
         """One pass: beat, housekeeping when due, send due jobs. Never raises for an
@@ -98,6 +106,8 @@ class Duties:
         return {
             "reaped": len(reaped),
             "requeued": len(stale) + self.requeue_dead_workers(),
+            # Jobs deleted, canceled or lost in their engine (rq-dashboard, a Redis restart)
+            **self.reconciler.run(),
             "swept": store.sweep(),
             "workflows": workflows.sweep(self.runtime),
         }

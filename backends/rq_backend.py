@@ -173,6 +173,9 @@ class RQBackend:
             self.store.queue_create(pipe, job.create, cached=cached)
         if job.redispatch:
             self.store.dispatched(job.job_id, self.name, pipe)
+        # Which dispatch reached RQ, committed with RQ's job: the janitor then tells an RQ
+        # job deleted outside taskrouter (canceled) from one never sent (sent again).
+        pipe.hset(self.store.keys.job(job.job_id), "sent", job.dispatch)
         q.enqueue_call(
             job.call.task,
             args=(job.job_id, job.dispatch),

@@ -73,7 +73,10 @@ class TaskrouterPool(WorkerPool):
         code = worker_data.process.exitcode
         if self.status == self.Status.STOPPED:
             return
-        self._quick = self._quick + 1 if lived < QUICK_FAILURE else 0
+        # An exit while Redis restarts (RQ workers quit on some connection errors) is no
+        # crash of the app: it waits for Redis and never counts towards giving up.
+        quick = lived < QUICK_FAILURE and self._redis_steady(lived)
+        self._quick = self._quick + 1 if quick else 0
         delay = RESTART_BACKOFF[min(self._quick, len(RESTART_BACKOFF)) - 1] if self._quick else 0
         log.warning("rq worker %s exited with %s after %.1f s", worker_data.pid, code, lived)
         if self._quick >= QUICK_FAILURES:
@@ -85,6 +88,15 @@ class TaskrouterPool(WorkerPool):
             self.request_stop()
             return
         self._respawn_at = time.monotonic() + delay
+
+    def _redis_steady(self, lived: float) -> bool:
+        """Redis answers now and has not failed the duties since the worker started."""
+        if time.monotonic() - self.duties.up_since < lived:
+            return False
+        try:
+            return bool(self.connection.ping())
+        except Exception:
+            return False
 
     def check_workers(self, respawn: bool = True) -> None:
         waiting = time.monotonic() < self._respawn_at

@@ -287,6 +287,29 @@ class JobStore:
             return []
         return list(self.run("requeue_held", self.clock(), *[x for pair in held for x in pair]))
 
+    def reconcile(
+        self, older_ms: int, limit: int, cursor: str, rq_keys: Sequence[str], max_queue: int
+    ) -> tuple[str, list[str], list[str], list[tuple[str, int, str]]]:
+        """One step of the walk over old queued jobs (see reconcile.lua): (next cursor,
+        RQ jobs canceled, RQ jobs given a new dispatch, Celery jobs to look for as
+        (id, dispatch, queue)). ``rq_keys``: RQ's key namespaces (reconcile.RQKeys)."""
+        r = self.run("reconcile", self.clock(), older_ms, limit, cursor, max_queue, *rq_keys)
+        celery = [(r[3][i], int(r[3][i + 1]), r[3][i + 2]) for i in range(0, len(r[3]), 3)]
+        return r[0], list(r[1]), list(r[2]), celery
+
+    def requeue_missing(self, missing: Sequence[tuple[str, int]], older_ms: int) -> list[str]:
+        """Give each Celery job of ``missing`` (job id, dispatch: no message found) that is
+        still queued at that dispatch a new dispatch (see requeue_missing.lua)."""
+        if not missing:
+            return []
+        flat = [x for pair in missing for x in pair]
+        return list(self.run("requeue_missing", self.clock(), older_ms, *flat))
+
+    def cancel_outside(self, job_id: str, dispatch: int, message: str) -> str:
+        """End a job canceled through its engine's own tools, if ``dispatch`` is still its
+        current one; returns the script's status (see cancel_outside.lua)."""
+        return str(self.run("cancel_outside", job_id, dispatch, self.clock(), message)[0])
+
     def sweep(self, limit: int = 500) -> int:
         """Drop index entries of records that have expired; returns how many jobs."""
         return int(self.run("sweep", self.clock(), limit))

@@ -218,8 +218,8 @@ def precreate(env: dict[str, str], count: int) -> list[str]:
     import, so the prefix must be in the environment before rq is imported)."""
     code = (
         "import json, sys\n"
-        "from backends.runtime import Runtime\n"
-        "from router.registry import CallOptions\n"
+        "from taskrouter.backends.runtime import Runtime\n"
+        "from taskrouter.registry import CallOptions\n"
         "import benchmarks.api_load as b\n"
         "rt = Runtime.from_env()\n"
         f"ids = [rt.enqueue(b.noop, (i,), {{}}, CallOptions()).id for i in range({count})]\n"

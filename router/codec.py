@@ -53,7 +53,7 @@ def _tagged(tag: str, value: Any) -> dict[str, Any]:
 
 # The types JSON lacks that are leaves: (class, tag, its JSON value). datetime before
 # date: a datetime is a date too.
-_LEAVES: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
+_LEAVES: tuple[tuple[Any, str, Callable[[Any], Any]], ...] = (
     (dt.datetime, "datetime", lambda v: v.isoformat()),
     (dt.date, "date", lambda v: v.isoformat()),
     (dt.time, "time", lambda v: v.isoformat()),
@@ -64,10 +64,13 @@ _LEAVES: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
 )
 
 
+_PLAIN: tuple[Callable[[Any], Any], ...] = (bool, int, float, tuple, list)
+
+
 def _plain_subclass(obj: Any) -> Any:
     """The plain JSON type's value of an instance of a subclass of one, or None."""
-    for plain in (bool, int, float, tuple, list):
-        if isinstance(obj, plain):
+    for plain in _PLAIN:
+        if isinstance(obj, plain):  # type: ignore[arg-type]
             return plain(obj)
     if isinstance(obj, str):
         return str.__str__(obj)
@@ -235,14 +238,30 @@ def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     enc_args = [
         a if type(a) in _AS_IS else to_jsonable(a, f"argument {i}") for i, a in enumerate(args)
     ]
-    enc_kwargs: Any = {
+    plain_kwargs = {
         k: v if type(v) in _AS_IS else to_jsonable(v, f"argument {k!r}") for k, v in kwargs.items()
     }
+    enc_kwargs: Any = plain_kwargs
     if TAG in enc_kwargs:
         # The mapping of keyword arguments is itself a dict: one named like the tag key
         # would make it read as a tagged value (``f(__tr__="dict", v=[["x", 1]])``).
         enc_kwargs = _tagged("dict", [[k, v] for k, v in enc_kwargs.items()])
-    return _COMPACT.encode({"a": enc_args, "k": enc_kwargs})
+    try:
+        payload = _COMPACT.encode({"a": enc_args, "k": enc_kwargs})
+        if not payload.isascii():  # O(1) flag: only non-ASCII text pays for the check
+            payload.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        # An int json will not write (over 4,300 digits) or a str with a lone surrogate
+        # (no UTF-8 text holds one, so Redis could not get it): name the argument.
+        named = [(f"argument {i}", a) for i, a in enumerate(enc_args)]
+        named += [(f"argument {k!r}", v) for k, v in plain_kwargs.items()]
+        for what, value in named:
+            try:
+                _COMPACT.encode(value).encode("utf-8")
+            except (ValueError, UnicodeEncodeError) as exc:
+                raise PayloadError(f"{what} cannot be stored as JSON text: {exc}") from None
+        raise
+    return payload
 
 
 def decode_call(payload: str | bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -37,6 +37,14 @@ RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 QUICK_FAILURES = 5
 QUICK_FAILURE = 10.0
 
+# Jobs changed outside taskrouter (backends/reconcile.py): a queued job whose dispatch was
+# queued this many janitor intervals ago is looked for in its engine, at most
+# RECONCILE_BATCH records per pass; a broker queue longer than RECONCILE_MAX_QUEUE is
+# not searched (Celery: the visibility window's requeue_stale covers it).
+RECONCILE_AFTER = 3
+RECONCILE_BATCH = 200
+RECONCILE_MAX_QUEUE = 10_000
+
 # Workflows. A step of a native Celery canvas whose Celery message has not come this
 # long after it could run is presumed lost with a worker that died mid-canvas: the
 # router's schedule then sends it itself (a copy sent early is refused at claim).

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -46,6 +48,7 @@ def _logging(verbose: bool) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="taskrouter", prog_name="taskrouter")
 def main() -> None:
     """Send each background task to Celery or RQ by its profile; one status API for all."""
 
@@ -204,10 +207,14 @@ def janitor(app_module: str | None, once: bool, policy_path: str | None) -> None
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="the job as JSON")
+@_policy_option
 @friendly
-def status(job_id: str, as_json: bool) -> None:
+def status(job_id: str, as_json: bool, policy_path: str | None) -> None:
     """Show one job, whichever engine ran it, or one workflow and its member jobs."""
     from taskrouter import get_job
+
+    if policy_path:
+        os.environ["TASKROUTER_POLICY"] = policy_path
 
     try:
         job = get_job(job_id).to_dict()
@@ -247,11 +254,14 @@ def _workflow_or_not_found(some_id: str) -> dict[str, Any]:
     "--embedded", is_flag=True, help="use a private embedded server even if Redis answers"
 )
 @click.option("--jobs", type=click.IntRange(1, 10_000), default=None, help="size of the workload")
+@_policy_option
 @friendly
-def demo(embedded: bool, jobs: int | None) -> None:
+def demo(embedded: bool, jobs: int | None, policy_path: str | None) -> None:
     """The README's main job: both engines, a mixed workload, a summary."""
     from .demo import run_demo
 
+    if policy_path:
+        os.environ["TASKROUTER_POLICY"] = str(Path(policy_path).resolve())
     sys.exit(run_demo(force_embedded=embedded, size=jobs))
 
 
@@ -288,6 +298,7 @@ def _allowed_host_option(fn: F) -> F:
 )
 @_allowed_host_option
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
+@_policy_option
 @friendly
 def api(
     app_module: str,
@@ -297,6 +308,7 @@ def api(
     max_body: int | None,
     allowed_hosts: tuple[str, ...],
     access_log: bool,
+    policy_path: str | None,
 ) -> None:
     """Serve the HTTP job-status API (OpenAPI docs at /docs)."""
     from .api.limits import DEFAULT_MAX_BODY
@@ -312,6 +324,7 @@ def api(
             max_body_bytes=max_body or DEFAULT_MAX_BODY,
             allowed_hosts=allowed_hosts,
             access_log=access_log,
+            settings=_settings(policy_path),
         )
     )
 
@@ -433,6 +446,7 @@ def workers(as_json: bool) -> None:
     "--embedded", is_flag=True, help="use a private embedded server even if Redis answers"
 )
 @_allowed_host_option
+@_policy_option
 @friendly
 def up(
     app_module: str,
@@ -441,6 +455,7 @@ def up(
     concurrency: int,
     embedded: bool,
     allowed_hosts: tuple[str, ...],
+    policy_path: str | None,
 ) -> None:
     """The whole stack on one machine: Redis (embedded when none is configured), a worker
     of each engine with its janitor, and the API; Ctrl-C stops it all."""
@@ -455,6 +470,7 @@ def up(
             concurrency=concurrency,
             force_embedded=embedded,
             allowed_hosts=allowed_hosts,
+            policy_path=str(Path(policy_path).resolve()) if policy_path else None,
         )
     )
 

@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import click
 from taskrouter import _runtime
 from taskrouter.backends.heartbeats import WorkerRegistry
 from taskrouter.backends.runtime import Runtime
+from taskrouter.backends.store import delete_prefix
 from taskrouter.job import Job
 from taskrouter.settings import Settings
 
@@ -23,7 +25,7 @@ from .embedded import resolve_redis
 from .processes import cli_env, spawn, stop
 
 APP = "taskrouter.examples.demo_app"
-DEMO_PREFIX = "taskrouter-demo"
+DEMO_PREFIX = "taskrouter-demo"  # each run adds a suffix of its own (unique keys)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -148,11 +150,16 @@ def run_demo(*, force_embedded: bool = False, size: int | None = None) -> int:
     where = f"embedded server (pid {server.pid})" if server else url
     click.echo(f"redis: {where}")
     procs: list[subprocess.Popen[bytes]] = []
+    # Keys under a prefix of this run alone, deleted at the end: on a shared Redis the
+    # demo leaves nothing behind (unless the caller chose the prefix).
+    own_prefix = not os.environ.get("TASKROUTER_KEY_PREFIX")
+    prefix = os.environ.get("TASKROUTER_KEY_PREFIX") or f"{DEMO_PREFIX}-{uuid.uuid4().hex[:8]}"
+    runtime: Runtime | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="taskrouter-demo-") as tmp:
             env = cli_env(
                 url,
-                TASKROUTER_KEY_PREFIX=os.environ.get("TASKROUTER_KEY_PREFIX", DEMO_PREFIX),
+                TASKROUTER_KEY_PREFIX=prefix,
                 TASKROUTER_POLICY=os.environ.get(
                     "TASKROUTER_POLICY", str(Path("policies.yaml").resolve())
                 ),
@@ -185,6 +192,11 @@ def run_demo(*, force_embedded: bool = False, size: int | None = None) -> int:
     finally:
         for proc in procs:
             stop(proc)
+        if runtime is not None:
+            runtime.close()
+        if own_prefix and server is None:
+            deleted = delete_prefix(url, prefix)
+            click.echo(f"deleted the demo's {deleted} keys ({prefix}:*)")
         if server is not None:
             server.stop()
             click.echo("embedded server stopped")

@@ -28,6 +28,7 @@ from taskrouter import _runtime
 from taskrouter.backends.duties import Duties
 from taskrouter.backends.heartbeats import WorkerInfo, worker_name
 from taskrouter.backends.hooks import WorkerContext, default_hooks, install_context
+from taskrouter.backends.runner import patiently
 from taskrouter.backends.runtime import Runtime
 from taskrouter.derive import lane_queues
 from taskrouter.errors import TaskrouterError
@@ -74,7 +75,9 @@ def prepare(
     import_app(app_module)
     runtime = Runtime.from_env(settings, engines=engines)
     check_profiles(runtime)
-    runtime.publish_limits()
+    # A worker (re)started while Redis restarts waits for it, as a running one does,
+    # rather than exiting for good.
+    patiently("worker start", runtime.publish_limits)
     _runtime.install(runtime)
     return runtime
 
@@ -144,12 +147,22 @@ def _run_rq(runtime: Runtime, duties: Duties, queues: list[str], size: int) -> i
     return 0
 
 
+def _redis_answers() -> bool:
+    try:
+        _runtime.current().ping()
+    except Exception:
+        return False
+    return True
+
+
 def _restart_after_crash(code: int) -> None:
     """Start this worker again in place, after a delay that grows with each quick crash;
     raise instead once the crashes keep coming."""
     started = float(os.environ.get(_STARTED) or time.time())
     quick = int(os.environ.get(_CRASHES) or 0)
     quick = quick + 1 if time.time() - started < QUICK_FAILURE else 1
+    if not _redis_answers():
+        quick = 1  # Redis restarting is no crash of the app: wait for it, never give up
     if quick >= QUICK_FAILURES:
         raise TaskrouterError(
             f"the worker crashed {quick} times in a row within {QUICK_FAILURE:g} s of starting "

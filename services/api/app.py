@@ -15,7 +15,7 @@ from taskrouter.backends.runtime import Runtime
 from taskrouter.services import ui
 from taskrouter.settings import Settings
 
-from . import bulk, errors, health, jobs, metrics, profiles, workflows
+from . import bulk, docs, errors, health, jobs, metrics, profiles, workflows
 from .auth import OPEN_PATHS, CrossSiteGuard, HostGuard, TokenAuth
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .schemas import ErrorOut
@@ -68,6 +68,8 @@ def create_app(
         description=DESCRIPTION,
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install, from installed files rather than a CDN
+        redoc_url=None,
         responses={401: {"model": ErrorOut, "description": "missing or wrong bearer token"}}
         if settings.api_token
         else None,
@@ -77,6 +79,7 @@ def create_app(
         app.include_router(module.router)
     ui.install(app)
     errors.install(app)
+    docs.install(app)
     # Starlette runs the last added middleware first: the token (or, without one, the
     # Host check), then the cross-site guard, then the body limit (a body is read only
     # for an allowed caller).

@@ -227,3 +227,33 @@ def echo_call(*args: Any, **kwargs: Any) -> dict[str, Any]:
 @task(profile="long", name="t.echo_call_rq")
 def echo_call_rq(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return {"args": args, "kwargs": kwargs}
+
+
+# -- values the codec cannot store (test_unstorable.py) -------------------------------------
+
+
+def _unstorable(kind: str, counter: str) -> Any:
+    _redis().incr(counter)  # counts executions: a result that cannot be stored must not rerun
+    return 10**5000 if kind == "huge-int" else "name-\udcff.pdf"
+
+
+@task(profile="quick_retry", name="t.unstorable_celery")
+def unstorable_celery(kind: str, counter: str) -> Any:
+    return _unstorable(kind, counter)
+
+
+@task(profile="long_retry", name="t.unstorable_rq")
+def unstorable_rq(kind: str, counter: str) -> Any:
+    return _unstorable(kind, counter)
+
+
+# -- jobs changed outside taskrouter (test_outside.py) ---------------------------------------
+
+
+@task(profile="long_retry", name="t.flaky_rq")
+def flaky_rq(counter: str, failures: int) -> int:
+    """Fails its first ``failures`` runs, then returns how many runs it took."""
+    runs = int(_redis().incr(counter))
+    if runs <= failures:
+        raise ValueError(f"flaky run {runs}")
+    return runs

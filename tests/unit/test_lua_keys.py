@@ -80,3 +80,18 @@ def test_every_script_is_the_table_of_its_keys_the_helpers_and_its_body() -> Non
         assert set(re.findall(r"^    (\w+) = ", table, re.M)) == set(
             re.findall(r"\bK\.(\w+)", rest)
         )
+
+
+def test_reconcile_names_rq_keys_as_rq_does() -> None:
+    from rq.defaults import RQ_KEY_PREFIX
+    from rq.executions import Execution, ExecutionRegistry
+    from rq.job import Job
+    from rq.queue import Queue
+
+    from taskrouter.backends.reconcile import rq_keys
+
+    job, queue, executions, execution = rq_keys(RQ_KEY_PREFIX)
+    assert Job.redis_job_namespace_prefix == job
+    assert Queue.redis_queue_namespace_prefix == queue
+    assert ExecutionRegistry(job_id="J", connection=None).key == executions + "J"  # type: ignore[arg-type]
+    assert Execution("E", "J", connection=None).key == execution + "J:E"  # type: ignore[arg-type]
