@@ -10,7 +10,8 @@ Celery worker's timer, the RQ worker pool's loop) and by ``taskrouter janitor``.
   a new dispatch to Celery jobs whose messages a dead Celery worker held, or that sat
   queued past the visibility window, follow queued jobs whose engine message was
   deleted, canceled or lost outside taskrouter (reconcile.py), drop index entries of
-  expired records, and count workflow members nobody counted.
+  expired records, count workflow members nobody counted, and move the profiles that
+  adaptive routing (adaptive.py) finds on the wrong lane.
 
 Every duty is an atomic script, so any number of processes can run them at once. A
 process runs them in its own loop, never in a thread: Celery's main process and the RQ
@@ -27,7 +28,7 @@ from typing import Any
 
 from taskrouter.errors import TaskrouterError
 
-from . import workflows
+from . import adaptive, workflows
 from .heartbeats import WorkerInfo, WorkerRegistry
 from .reconcile import Reconciler
 from .runtime import Runtime
@@ -110,6 +111,8 @@ class Duties:
             **self.reconciler.run(),
             "swept": store.sweep(),
             "workflows": workflows.sweep(self.runtime),
+            # Profiles that adaptive routing moved to another lane (adaptive.py).
+            "switched": len(adaptive.adapt(store, self.runtime.derived.policy, self.registry.live)),
         }
 
     def requeue_dead_workers(self) -> int:

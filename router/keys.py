@@ -103,3 +103,17 @@ class Keys:
         """Hash: the event counters' totals, sampled once a minute (field: epoch minute)
         by the API for the dashboard's per-minute chart; kept two hours."""
         return f"{self.prefix}:minutes"
+
+    def runtimes(self, profile: str) -> str:
+        """List: the run times (ms) of a profile's last attempts, newest first, capped at
+        RUNTIME_SKETCH_SIZE (finish.lua); what adaptive routing and ``policy advise`` read."""
+        return f"{self.prefix}:runtimes:{profile}"
+
+    def task_runtimes(self, profile: str, task: str) -> str:
+        """List: the same, for one task of a profile."""
+        return f"{self.prefix}:runtimes:{profile}:{task}"
+
+    def route(self, profile: str) -> str:
+        """Hash: where adaptive routing sends a profile since its last switch (backend,
+        lane, queue, long, since_ms, reason, switches)."""
+        return f"{self.prefix}:route:{profile}"

@@ -81,6 +81,20 @@ class Profile:
 
 
 @dataclass(frozen=True, slots=True)
+class Adaptive:
+    """``routing.adaptive``: route ``backend: auto`` profiles by their observed p90 run time.
+
+    ``min_samples`` runs before observation decides; the p90 must fall below
+    ``long_after`` x (1 - ``band``) before a long profile turns short again; a profile
+    stays at least ``dwell`` seconds where a switch put it.
+    """
+
+    min_samples: int = 50
+    band: float = 0.25
+    dwell: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Routing:
     long_after: float = 30.0
     workflows: WorkflowMode = "celery"
@@ -88,6 +102,8 @@ class Routing:
     # derived one (brokers shared with other apps, where the shortest window wins);
     # a Celery-routed profile that does not fit in it is refused.
     celery_visibility_timeout: float | None = None
+    # routing.adaptive: None (off, the default) or the settings of observed routing.
+    adaptive: Adaptive | None = None
 
 
 @dataclass(frozen=True, slots=True)

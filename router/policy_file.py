@@ -43,6 +43,7 @@ from taskrouter.policy import (
     WorkflowMode,
 )
 
+from .policy_adaptive import read_adaptive
 from .policy_yaml import (
     MAX_FILE_BYTES,
     NAME_RE,
@@ -55,7 +56,7 @@ from .policy_yaml import (
 
 SUPPORTED_VERSION = 1
 TOP_KEYS = ("version", "routing", "defaults", "profiles")
-ROUTING_KEYS = ("long_after", "workflows", "celery_visibility_timeout")
+ROUTING_KEYS = ("long_after", "workflows", "celery_visibility_timeout", "adaptive")
 DEFAULTS_KEYS = ("timeout", "retries", "keep_results")
 PROFILE_KEYS = (
     "expected_latency",
@@ -188,11 +189,13 @@ class _Reader(NodeReader):
         window = self.optional(
             body, "routing", "celery_visibility_timeout", self.positive_duration, None
         )
+        adaptive = read_adaptive(self, body.get("adaptive"))
         self._routing_ok = len(self.problems) == before
         return Routing(
             long_after=long_after if long_after is not None else 30.0,
             workflows=_workflow_mode(workflows),
             celery_visibility_timeout=window,
+            adaptive=adaptive,
         )
 
     def _defaults(self, entry: Entry | None) -> _Defaults:

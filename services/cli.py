@@ -105,6 +105,20 @@ def policy_explain(profile: str, policy_path: str | None) -> None:
     click.echo(render_explain(derived, profile))
 
 
+@policy.command("advise")
+@_policy_option
+@click.option("--json", "as_json", is_flag=True, help="each profile's figures as JSON")
+@friendly
+def policy_advise(policy_path: str | None, as_json: bool) -> None:
+    """Each profile's declared expected_latency against its observed run times (p50,
+    p95, count), the engine and lane those would choose, and the policy edit to make."""
+    from taskrouter.services import advise
+
+    derived = _derived(policy_path)
+    seen = advise.gather(derived, Settings.from_env())
+    click.echo(json.dumps(seen, indent=2) if as_json else advise.render(derived, seen))
+
+
 # -- worker, janitor ------------------------------------------------------------------------
 
 

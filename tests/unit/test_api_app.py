@@ -68,6 +68,25 @@ class FakeClient:
     def mget(self, keys: list[str]) -> list[None]:
         return [None] * len(keys)  # heartbeats without details
 
+    def pipeline(self, transaction: bool = True) -> FakePipeline:
+        return FakePipeline()
+
+
+class FakePipeline:
+    """Run time sketches and routes (GET /profiles): none observed yet."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def lrange(self, *args: Any) -> None:
+        self.calls.append("lrange")
+
+    def hgetall(self, *args: Any) -> None:
+        self.calls.append("hgetall")
+
+    def execute(self) -> list[Any]:
+        return [[] if call == "lrange" else {} for call in self.calls]
+
 
 class FakeStore:
     keys = Keys("unit")
