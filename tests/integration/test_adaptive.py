@@ -209,6 +209,11 @@ def test_a_short_profile_that_runs_long_moves_to_rq_and_back_once_each(
     text = api.get("/metrics").text
     assert 'taskrouter_route_switches_total{backend="rq",lane="fork",profile="adaptive"' in text
 
+    page = api.get("/ui/profiles")
+    assert page.status_code == 200
+    assert '<div class="adaptive" data-lane="prefork" data-switches="2">' in page.text
+    assert "adaptive routing: <strong>prefork lane</strong>" in page.text
+
 
 def test_advise_prints_the_observed_figures_and_the_edit(stack: Stack) -> None:
     out = subprocess.run(
