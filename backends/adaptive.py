@@ -22,12 +22,12 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from taskrouter.classify import Decision, Observed, adaptive, classify
 from taskrouter.derive import Derived, ProfileSettings
 from taskrouter.observed import Figures, advise, candidate_lanes, lane_queue
-from taskrouter.policy import Policy, Profile
+from taskrouter.policy import LANE_ENGINE, Lane, Policy, Profile
 from taskrouter.settings import ROUTE_CACHE_TTL, RUNTIME_SKETCH_SIZE
 
 from .errors import engine_errors
@@ -102,8 +102,12 @@ def decide(
 
 
 def current_lane(profile: Profile, policy: Policy, seen: Seen) -> str:
-    """The lane new jobs of ``profile`` go to now: its route's, else the declared one."""
-    return seen.route.get("lane") or classify(profile, policy.routing).lane
+    """The lane new jobs of ``profile`` go to now: its route's (if this policy can serve
+    it), else the declared one."""
+    lane = seen.route.get("lane")
+    if lane in candidate_lanes(profile, policy.routing):
+        return str(lane)
+    return classify(profile, policy.routing).lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +179,17 @@ class Routes:
         self.derived = derived
         self.ttl = ttl
         self.clock = clock
-        self.adaptive = {p.name for p in adaptive_profiles(derived.policy)}
+        routing = derived.policy.routing
+        # Each adaptive profile's lanes, and its queue on each.
+        self.lanes: dict[str, dict[str, str]] = {
+            p.name: {lane: lane_queue(p, routing, lane) for lane in candidate_lanes(p, routing)}
+            for p in adaptive_profiles(derived.policy)
+        }
         self._cache: dict[str, tuple[float, ProfileSettings]] = {}
 
     def settings(self, ps: ProfileSettings) -> ProfileSettings:
-        if ps.profile not in self.adaptive:
+        lanes = self.lanes.get(ps.profile)
+        if lanes is None:
             return ps
         now = self.clock()
         cached = self._cache.get(ps.profile)
@@ -187,20 +197,26 @@ class Routes:
             return cached[1]
         with engine_errors():
             route = self.store.client.hgetall(self.store.keys.route(ps.profile))
-        routed = routed_settings(ps, route)
+        routed = routed_settings(ps, route, lanes)
         self._cache[ps.profile] = (now, routed)
         return routed
 
 
-def routed_settings(ps: ProfileSettings, route: Mapping[str, Any]) -> ProfileSettings:
-    """``ps`` sent where ``route`` (a route hash) says, if it names another lane."""
-    if not route or route.get("lane") in (None, ps.lane):
+def routed_settings(
+    ps: ProfileSettings, route: Mapping[str, Any], lanes: Mapping[str, str]
+) -> ProfileSettings:
+    """``ps`` sent where ``route`` (a route hash) says, if it names another of the
+    profile's ``lanes`` (lane: queue). A route this policy cannot serve (written under
+    another policy: another kind, another queue) is ignored: the next janitor pass
+    writes one it can."""
+    lane = str(route.get("lane") or "")
+    if lane not in lanes or lane == ps.lane:
         return ps
     return replace(
         ps,
-        backend=route["backend"],
-        lane=route["lane"],
-        queue=route["queue"],
+        backend=LANE_ENGINE[lane],
+        lane=cast(Lane, lane),
+        queue=lanes[lane],
         rule="observed",
         reason=route.get("reason", ""),
     )

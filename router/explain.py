@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from taskrouter.classify import adaptive
 from taskrouter.derive import (
     IO_CONCURRENCY,
     Derived,
@@ -14,6 +15,7 @@ from taskrouter.derive import (
     profile_visibility_need,
 )
 from taskrouter.durations import format_duration
+from taskrouter.observed import candidate_lanes, lane_queue
 from taskrouter.policy import Retries
 
 CHECK_COLUMNS = ("profile", "backend", "lane", "queue", "timeout", "retries", "reason")
@@ -96,9 +98,29 @@ def render_explain(derived: Derived, name: str) -> str:
             else "no global cap",
         ),
         *_engine_specific(derived, settings),
+        *_adaptive(derived, name),
     ]
     width = max(len(key) for key, _ in pairs)
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in pairs)
+
+
+def _adaptive(derived: Derived, name: str) -> list[tuple[str, str]]:
+    routing, profile = derived.policy.routing, derived.policy.profile(name)
+    tuning = routing.adaptive
+    if tuning is None or not adaptive(profile, routing):
+        return []
+    lanes = ", ".join(
+        f"{lane} (queue {lane_queue(profile, routing, lane)})"
+        for lane in candidate_lanes(profile, routing)
+    )
+    return [
+        (
+            "adaptive",
+            f"routed by its observed p90 after {tuning.min_samples} runs (band "
+            f"{tuning.band:.0%}, dwell {format_duration(tuning.dwell)}); served on {lanes}: "
+            "taskrouter policy advise shows it now",
+        )
+    ]
 
 
 def _limits(settings: ProfileSettings) -> list[tuple[str, str]]:

@@ -111,3 +111,33 @@ def test_advice_names_the_edit_when_observation_disagrees() -> None:
     )
     none = advise(chat, p.routing, Figures(0, 0.0, 0.0, 0.0))
     assert (none.observed_decision, none.edit) == (None, "")
+
+
+def test_a_route_the_policy_cannot_serve_is_ignored() -> None:
+    from taskrouter.backends.adaptive import routed_settings
+
+    derived = derive(policy())
+    chat = derived.profiles["chat"]  # kind: io, lanes prefork and io
+    lanes = {"prefork": "chat", "io": "chat-io"}
+    moved = routed_settings(chat, {"lane": "io", "backend": "celery", "reason": "why"}, lanes)
+    assert (moved.backend, moved.lane, moved.queue, moved.rule, moved.reason) == (
+        "celery",
+        "io",
+        "chat-io",
+        "observed",
+        "why",
+    )
+    # Written while chat was kind: cpu: RQ would hold its jobs where no worker looks.
+    assert routed_settings(chat, {"lane": "fork", "backend": "rq", "queue": "chat"}, lanes) is chat
+    assert routed_settings(chat, {}, lanes) is chat
+
+
+def test_explain_says_how_an_adaptive_profile_is_routed() -> None:
+    from taskrouter.explain import render_explain
+
+    text = render_explain(derive(policy("  adaptive: {min_samples: 7}\n")), "chat")
+    assert (
+        "adaptive          routed by its observed p90 after 7 runs (band 25%, dwell 10m); "
+        "served on prefork (queue chat), io (queue chat-io)"
+    ) in text
+    assert "adaptive" not in render_explain(derive(policy()), "fixed")
