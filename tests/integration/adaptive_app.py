@@ -24,3 +24,9 @@ def work(seconds: float, marker: str) -> str:
         client.close()
     time.sleep(seconds)
     return marker
+
+
+@task(profile="chat", name="adapt.chat")
+def chat(seconds: float, marker: str) -> str:
+    """The same, for a kind: io profile (the I/O lane runs it in a pool thread)."""
+    return work(seconds, marker)

@@ -33,6 +33,7 @@ routing:
 defaults: {timeout: 20s, keep_results: 1h}
 profiles:
   adaptive: {expected_latency: 100ms, queue: adaptive-q, timeout: 20s}
+  chat: {expected_latency: 100ms, kind: io, queue: chat, timeout: 20s}
 """
 SLOW, FAST = 2.0, 0.01
 
@@ -52,9 +53,11 @@ class Stack:
 
         self.store = JobStore.from_url(redis_url, self.prefix)
 
-    def start(self, engine: str) -> None:
-        log = open(self.tmp / f"{engine}.log", "ab")  # noqa: SIM115 - lives with the process
-        args = ["worker", "--app", APP, "--backend", engine, "--concurrency", "4"]
+    def start(self, engine: str, lane: str = "") -> None:
+        name = lane or engine
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
+        which = ["--lane", lane] if lane else ["--backend", engine]
+        args = ["worker", "--app", APP, *which, "--concurrency", "4"]
         proc = subprocess.Popen(
             cli(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
         )
@@ -63,10 +66,10 @@ class Stack:
 
         def up() -> bool:
             if proc.poll() is not None:
-                pytest.fail(f"{engine} worker exited: {self.log(engine)}")
+                pytest.fail(f"{name} worker exited: {self.log(name)}")
             return any(n.endswith(f":{proc.pid}") for n in registry.alive(engine))
 
-        poll(up, 60, f"the {engine} worker", interval=0.1)
+        poll(up, 60, f"the {name} worker", interval=0.1)
 
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"
@@ -90,6 +93,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     try:
         s.start("celery")
         s.start("rq")
+        s.start("celery", lane="io")
         yield s
     finally:
         s.stop()
@@ -107,20 +111,20 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
         server.stop()
 
 
-def submit(api: httpx.Client, seconds: float) -> dict[str, Any]:
+def submit(api: httpx.Client, seconds: float, task: str = "adapt.work") -> dict[str, Any]:
     marker = uuid.uuid4().hex
-    r = api.post("/jobs", json={"task": "adapt.work", "args": [seconds, marker]})
+    r = api.post("/jobs", json={"task": task, "args": [seconds, marker]})
     assert r.status_code == 202, r.text
     return {**r.json(), "marker": marker}
 
 
-def route(api: httpx.Client) -> dict[str, Any]:
-    (profile,) = api.get("/profiles").json()["profiles"]
+def route(api: httpx.Client, name: str = "adaptive") -> dict[str, Any]:
+    (profile,) = [p for p in api.get("/profiles").json()["profiles"] if p["profile"] == name]
     return profile
 
 
-def lane_of(api: httpx.Client) -> str:
-    adaptive = route(api)["observed"]["adaptive"]
+def lane_of(api: httpx.Client, name: str = "adaptive") -> str:
+    adaptive = route(api, name)["observed"]["adaptive"]
     return str(adaptive["lane"])
 
 
@@ -143,12 +147,12 @@ def assert_each_ran_once(stack: Stack, jobs: list[dict[str, Any]], timeout: floa
     assert [runs.get(j["marker"]) for j in jobs] == ["1"] * len(jobs)
 
 
-def switches(stack: Stack) -> dict[str, int]:
+def switches(stack: Stack, profile: str = "adaptive") -> dict[str, int]:
     counters = stack.store.client.hgetall(stack.store.keys.counters())
     return {
         name.split("|", 1)[0]: int(value)
         for name, value in counters.items()
-        if name.startswith("switched_to_")
+        if name.startswith("switched_to_") and name.split("|")[1] == profile
     }
 
 
@@ -231,3 +235,28 @@ def test_advise_prints_the_observed_figures_and_the_edit(stack: Stack) -> None:
     assert (seen["observed_backend"], seen["observed_lane"]) == ("celery", "prefork")
     assert seen["edit"] == ""  # it routes as declared again
     assert seen["adaptive"]["switches"] == 2
+
+
+def test_a_short_io_profile_that_runs_long_moves_to_the_io_lane_on_a_queue_of_its_own(
+    stack: Stack, api: httpx.Client
+) -> None:
+    """Celery's prefork and I/O lanes cannot share a queue: on the lane its declared
+    latency does not choose, the profile's queue is <queue>-io, which only the I/O lane's
+    workers consume."""
+    first = [submit(api, SLOW, "adapt.chat") for _ in range(6)]
+    assert {(j["backend"], j["queue"]) for j in first} == {("celery", "chat")}
+    poll(lambda: lane_of(api, "chat") == "io", 30, "the switch to the I/O lane", interval=0.1)
+    later: list[dict[str, Any]] = []
+
+    def sent_to_the_lane() -> bool:
+        later.append(submit(api, SLOW, "adapt.chat"))
+        return later[-1]["queue"] == "chat-io"
+
+    poll(sent_to_the_lane, 10, "a job sent to the I/O lane's queue", interval=0.2)
+    later += [submit(api, SLOW, "adapt.chat") for _ in range(3)]
+    assert {(j["backend"], j["queue"]) for j in later[-4:]} == {("celery", "chat-io")}
+    assert_each_ran_once(stack, first + later, 60)
+    workers = {r["worker"] for r in (stack.store.read(j["id"]) or {} for j in later[-4:])}
+    lane_pid = str(stack.procs[-1].pid)  # the I/O lane worker ran every one of them
+    assert {w.split(":", 1)[1].split("/")[0] for w in workers} == {lane_pid}, workers
+    assert switches(stack, "chat") == {"switched_to_io": 1}
