@@ -3,6 +3,8 @@ sketch, the lanes and queues an adaptive profile uses, and the advice of policy 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from taskrouter.derive import celery_profiles, derive, engine_queues, lane_queues
@@ -141,3 +143,29 @@ def test_explain_says_how_an_adaptive_profile_is_routed() -> None:
         "served on prefork (queue chat), io (queue chat-io)"
     ) in text
     assert "adaptive" not in render_explain(derive(policy()), "fixed")
+
+
+class _Recorder:
+    def __init__(self, name: str, sent: list[tuple[str, str, str]]) -> None:
+        self.name, self.sent = name, sent
+
+    def send(self, job_id: str, dispatch: int, settings: Any, **options: Any) -> None:
+        self.sent.append((self.name, settings.backend, settings.queue))
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_retry_goes_to_the_engine_its_record_names() -> None:
+    """A job that adaptive routing sent to Celery is retried on Celery, though the policy
+    declares its profile long (RQ): its record says where it was sent."""
+    from taskrouter.backends.runtime import Runtime
+    from taskrouter.settings import Settings
+
+    runtime = Runtime(Settings(key_prefix="unit-never-connects"), derive(policy()))
+    sent: list[tuple[str, str, str]] = []
+    for engine in ("celery", "rq"):
+        runtime.install_backend(engine, _Recorder(engine, sent))  # type: ignore[arg-type]
+    assert runtime.send_released("j1", "celery", "crunch", "2", "crunch")
+    assert runtime.send_released("j2", "celery", "chat-io", "2", "chat")
+    assert sent == [("celery", "celery", "crunch"), ("celery", "celery", "chat-io")]
