@@ -81,6 +81,26 @@ def read(store: JobStore, names: Iterable[str]) -> dict[str, Seen]:
     }
 
 
+def read_tasks(store: JobStore, names: Iterable[str]) -> dict[str, dict[str, Figures]]:
+    """The figures of each task of each profile of ``names`` that has a sketch; two round
+    trips."""
+    names = list(names)
+    with engine_errors():
+        pipe = store.client.pipeline(transaction=False)
+        for name in names:
+            pipe.smembers(store.keys.runtime_tasks(name))
+        tasks = [sorted(t) for t in pipe.execute()]
+        pipe = store.client.pipeline(transaction=False)
+        for name, of in zip(names, tasks, strict=True):
+            for task in of:
+                pipe.lrange(store.keys.task_runtimes(name, task), 0, RUNTIME_SKETCH_SIZE - 1)
+        replies = iter(pipe.execute())
+    return {
+        name: {task: Figures.of([int(float(v)) for v in next(replies)]) for task in of}
+        for name, of in zip(names, tasks, strict=True)
+    }
+
+
 def live_lanes(profile: Profile, policy: Policy, workers: Iterable[WorkerInfo]) -> frozenset[str]:
     """The lanes of ``profile`` with a live worker that consumes its queue there."""
     workers = list(workers)
@@ -227,15 +247,21 @@ def report(
 ) -> dict[str, dict[str, Any]]:
     """Per profile: its declared expected_latency against its observed p50, p90 and p95
     and count, where those figures would route it and the policy edit that says so
-    (``taskrouter policy advise``, ``GET /profiles``); for an adaptive profile, its route
-    now and how many times it switched."""
+    (``taskrouter policy advise``, ``GET /profiles``), the same figures per task; for an
+    adaptive profile, its route now and how many times it switched."""
     seen = read(store, policy.profiles)
+    by_task = read_tasks(store, policy.profiles)
     workers = list(live()) if policy.routing.adaptive is not None else []
     now = store.clock()
     out: dict[str, dict[str, Any]] = {}
     for name, profile in policy.profiles.items():
         s = seen[name]
         entry = advise(profile, policy.routing, s.figures).to_dict()
+        entry["tasks"] = [
+            {"task": task, "count": f.count, "p50": f.p50, "p90": f.p90, "p95": f.p95}
+            for task, f in by_task[name].items()
+            if f.count
+        ]
         if adaptive(profile, policy.routing):
             d = decide(profile, policy, s, now, live_lanes(profile, policy, workers))
             entry["adaptive"] = {

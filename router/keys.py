@@ -113,6 +113,10 @@ class Keys:
         """List: the same, for one task of a profile."""
         return f"{self.prefix}:runtimes:{profile}:{task}"
 
+    def runtime_tasks(self, profile: str) -> str:
+        """Set: the tasks of a profile that have a run time sketch (task_runtimes)."""
+        return f"{self.prefix}:runtime-tasks:{profile}"
+
     def route(self, profile: str) -> str:
         """Hash: where adaptive routing sends a profile since its last switch (backend,
         lane, queue, long, since_ms, reason, switches)."""

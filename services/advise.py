@@ -56,6 +56,19 @@ def render(derived: Derived, seen: Mapping[str, Mapping[str, Any]]) -> str:
                 _where(s["observed_backend"], s["observed_lane"]),
             )
         )
+        if len(s["tasks"]) > 1:  # one task's figures are the profile's
+            for t in s["tasks"]:
+                rows.append(
+                    (
+                        f"  {t['task']}",
+                        "",
+                        str(t["count"]),
+                        _secs(t["p50"], t["count"]),
+                        _secs(t["p95"], t["count"]),
+                        "",
+                        "",
+                    )
+                )
         if s["edit"]:
             at = f"{derived.policy.path}:{s['line']}" if s["line"] else derived.policy.path
             notes.append(f"edit {at}: {s['edit']}")

@@ -18,6 +18,8 @@ local function observe_runtime(key, now, size, ttl)
     redis.call('LTRIM', list, 0, size - 1)
     redis.call('PEXPIRE', list, ttl)
   end
+  redis.call('SADD', K.runtime_tasks(f[2]), f[3] or '')
+  redis.call('PEXPIRE', K.runtime_tasks(f[2]), ttl)
 end
 
 local id, now, outcome = ARGV[2], tonumber(ARGV[4]), ARGV[5]

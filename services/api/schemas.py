@@ -135,6 +135,12 @@ class RunTimesOut(BaseModel):
     p95: float
 
 
+class TaskRunTimesOut(RunTimesOut):
+    """The same, for one task of the profile."""
+
+    task: str
+
+
 class RouteOut(BaseModel):
     """Where adaptive routing sends a profile's new jobs now."""
 
@@ -158,6 +164,7 @@ class ObservedOut(BaseModel):
     observed_reason: str | None
     edit: str = Field(description="the policy edit that routes it as observed; empty: none")
     line: int | None = Field(description="the line of the policy file where the profile starts")
+    tasks: list[TaskRunTimesOut] = Field(description="per task of the profile, by name")
     adaptive: RouteOut | None = Field(description="null unless routing.adaptive routes it")
 
 

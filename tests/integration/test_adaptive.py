@@ -235,6 +235,8 @@ def test_advise_prints_the_observed_figures_and_the_edit(stack: Stack) -> None:
     assert (seen["observed_backend"], seen["observed_lane"]) == ("celery", "prefork")
     assert seen["edit"] == ""  # it routes as declared again
     assert seen["adaptive"]["switches"] == 2
+    (task,) = seen["tasks"]
+    assert (task["task"], task["count"]) == ("adapt.work", seen["observed"]["count"])
 
 
 def test_a_short_io_profile_that_runs_long_moves_to_the_io_lane_on_a_queue_of_its_own(

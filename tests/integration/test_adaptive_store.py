@@ -81,6 +81,7 @@ def test_finish_puts_the_run_time_in_the_profile_and_task_sketches(
     run_job(store, clock, 0.25)
     assert r.lrange(store.keys.runtimes("p"), 0, -1) == ["250", "2500"]  # newest first
     assert r.lrange(store.keys.task_runtimes("p", "t.work"), 0, -1) == ["250", "2500"]
+    assert r.smembers(store.keys.runtime_tasks("p")) == {"t.work"}
     assert r.pttl(store.keys.runtimes("p")) > 0
 
 

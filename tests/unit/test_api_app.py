@@ -84,8 +84,12 @@ class FakePipeline:
     def hgetall(self, *args: Any) -> None:
         self.calls.append("hgetall")
 
+    def smembers(self, *args: Any) -> None:
+        self.calls.append("smembers")
+
     def execute(self) -> list[Any]:
-        return [[] if call == "lrange" else {} for call in self.calls]
+        empty: dict[str, Any] = {"lrange": [], "hgetall": {}, "smembers": set()}
+        return [empty[call] for call in self.calls]
 
 
 class FakeStore:

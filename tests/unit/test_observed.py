@@ -169,3 +169,41 @@ def test_a_retry_goes_to_the_engine_its_record_names() -> None:
     assert runtime.send_released("j1", "celery", "crunch", "2", "crunch")
     assert runtime.send_released("j2", "celery", "chat-io", "2", "chat")
     assert sent == [("celery", "celery", "crunch"), ("celery", "celery", "chat-io")]
+
+
+def test_advise_renders_a_row_per_profile_and_per_task_and_the_edits() -> None:
+    from taskrouter.services.advise import render
+
+    derived = derive(policy(""))
+    empty = {"count": 0, "p50": 0.0, "p90": 0.0, "p95": 0.0}
+    seen: dict[str, Any] = {
+        name: {
+            "expected_latency": p.expected_latency,
+            "observed": empty,
+            "observed_backend": None,
+            "observed_lane": None,
+            "edit": "",
+            "line": p.line,
+            "tasks": [],
+            "adaptive": None,
+        }
+        for name, p in derived.policy.profiles.items()
+    }
+    seen["chat"].update(
+        observed={"count": 40, "p50": 38.0, "p90": 41.2, "p95": 44.0},
+        observed_backend="celery",
+        observed_lane="io",
+        edit="profiles.chat.expected_latency: 100ms -> 42s",
+        tasks=[
+            {"task": "a.ask", "count": 36, "p50": 40.0, "p90": 41.2, "p95": 44.0},
+            {"task": "a.ping", "count": 4, "p50": 0.05, "p90": 0.05, "p95": 0.05},
+        ],
+    )
+    lines = render(derived, seen).splitlines()
+    assert lines[0].split()[:5] == ["profile", "declared", "runs", "p50", "p95"]
+    row = ["chat", "100ms", "40", "38s", "44s", "celery", "(prefork)", "celery", "(io)"]
+    assert lines[1].split() == row
+    assert lines[2].split() == ["a.ask", "36", "40s", "44s"]
+    assert lines[3].split() == ["a.ping", "4", "50ms", "50ms"]
+    assert lines[4].split() == ["crunch", "2m", "0", "-", "-", "rq", "(fork)", "-"]
+    assert lines[-1] == "edit p.yaml:5: profiles.chat.expected_latency: 100ms -> 42s"
