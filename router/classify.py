@@ -115,10 +115,10 @@ def _by_observation(
     la = f"long_after {format_duration(long_after)}"
     if seen.p90 >= long_after:
         want, why = True, f"{p90} >= {la}"
-    elif seen.p90 < low or not current:
-        want = False
-        why = f"{p90} < {la}" if not current else f"{p90} < {format_duration(low)} ({la} "
-        why += "" if not current else f"less the {tuning.band:.0%} band)"
+    elif not current:
+        want, why = False, f"{p90} < {la}"
+    elif seen.p90 < low:
+        want, why = False, f"{p90} < {format_duration(low)} ({la} less the {tuning.band:.0%} band)"
     else:
         want = True
         why = f"{p90} is within the band {format_duration(low)} to {format_duration(long_after)}"

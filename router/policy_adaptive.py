@@ -12,7 +12,7 @@ at least 0 and below 1.
 
 from __future__ import annotations
 
-from yaml.nodes import MappingNode, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from taskrouter.policy import Adaptive
 
@@ -51,7 +51,7 @@ def read_adaptive(reader: NodeReader, entry: Entry | None) -> Adaptive | None:
     return Adaptive(min_samples=samples, band=band, dwell=dwell)
 
 
-def _band(reader: NodeReader, node: object, dotted: str) -> float | None:
+def _band(reader: NodeReader, node: Node, dotted: str) -> float | None:
     value: object = None
     if isinstance(node, ScalarNode) and node.tag != _BOOL_TAG:
         text = str(node.value).strip()
@@ -61,12 +61,11 @@ def _band(reader: NodeReader, node: object, dotted: str) -> float | None:
             value = None
     if isinstance(value, float) and 0 <= value < 1:
         return value
-    line = line_of(node) if isinstance(node, ScalarNode | MappingNode) else None
-    what = shown(node) if isinstance(node, ScalarNode | MappingNode) else "nothing"
     reader.report(
-        line,
+        line_of(node),
         dotted,
-        f"expected a fraction of long_after such as 25% or 0.25 (at least 0, below 1); got {what}",
+        "expected a fraction of long_after such as 25% or 0.25 (at least 0, below 1); got "
+        f"{shown(node)}",
     )
     return None
 
