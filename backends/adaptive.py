@@ -48,13 +48,15 @@ class Seen:
     def figures(self) -> Figures:
         return Figures.of(self.runtimes_ms)
 
-    def observed(self, now_ms: int, live: frozenset[str]) -> Observed:
+    def observed(self, now_ms: int, live: frozenset[str], *, switched: bool) -> Observed:
+        """What classify needs; ``switched``: the route is one this policy can serve
+        (else the profile is as if it never switched)."""
         fig, route = self.figures, self.route
-        since = route.get("since_ms")
+        since = route.get("since_ms") if switched else None
         return Observed(
             p90=fig.p90,
             count=fig.count,
-            long=None if not route else route.get("long") == "1",
+            long=route.get("lane") != "prefork" if switched else None,
             since=math.inf if not since else max(0.0, (now_ms - int(since)) / 1000),
             live=live,
         )
@@ -118,7 +120,8 @@ def decide(
     profile: Profile, policy: Policy, seen: Seen, now_ms: int, live: frozenset[str]
 ) -> Decision:
     """Where ``profile`` belongs now (``router.classify`` with what was observed)."""
-    return classify(profile, policy.routing, seen.observed(now_ms, live))
+    switched = seen.route.get("lane") in candidate_lanes(profile, policy.routing)
+    return classify(profile, policy.routing, seen.observed(now_ms, live, switched=switched))
 
 
 def current_lane(profile: Profile, policy: Policy, seen: Seen) -> str:

@@ -171,3 +171,17 @@ def test_enqueuers_read_the_route_at_most_once_a_ttl(store: JobStore, clock: Clo
     assert (moved.backend, moved.lane, moved.queue, moved.rule) == ("rq", "fork", "p", "observed")
     assert moved.time_limit == p.time_limit
     assert routes.settings(fixed) is fixed  # not adaptive: never read
+
+
+def test_a_route_this_policy_cannot_serve_counts_as_no_switch(
+    store: JobStore, clock: Clock, r: redis.Redis
+) -> None:
+    # Written when p was kind: io (lane io), a moment ago: no dwell holds it now.
+    r.hset(store.keys.route("p"), mapping={"lane": "io", "since_ms": clock(), "long": "1"})
+    for _ in range(3):
+        run_job(store, clock, 0.01)
+    assert adaptive.adapt(store, POLICY, lambda: BOTH) == []  # short, as declared
+    for _ in range(3):
+        run_job(store, clock, 2.0)
+    (switch,) = adaptive.adapt(store, POLICY, lambda: BOTH)
+    assert (switch.old_lane, switch.decision.lane) == ("prefork", "fork")
