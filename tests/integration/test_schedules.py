@@ -250,3 +250,33 @@ def api_schedules(env: dict[str, str]) -> Any:
     assert r.status_code == 200, r.text
     SchedulesOut.model_validate(r.json())
     return r.json()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["janitor", "--app", APP, "--once"],
+        ["worker", "--app", APP, "--backend", "rq"],
+        ["api", "--app", APP, "--port", "0"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_a_schedule_of_a_task_the_app_lacks_stops_the_process_at_start(
+    env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    policy = tmp_path / "misspelled.yaml"
+    policy.write_text(POLICY.replace("task: tests.periodic.beat", "task: tests.periodic.baet"))
+    done = subprocess.run(
+        cli_command(*args, "--policy", str(policy)),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        f"{policy}:6: schedules.every-second.task: no registered task 'tests.periodic.baet': "
+        "did you mean 'tests.periodic.beat'? register it with @task in the app (--app), "
+        "or fix the name"
+    ), done.stderr[-2000:]

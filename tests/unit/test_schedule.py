@@ -268,3 +268,14 @@ def test_a_missing_task_is_reported_with_its_line_when_the_app_is_loaded() -> No
         "p.yaml:7: schedules.nightly.task: no registered task 'app.tasks.reprot': did you "
         "mean 'app.tasks.report'? register it with @task in the app (--app), or fix the name"
     )
+
+
+def test_the_readme_example_is_a_valid_section() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Periodic tasks", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(BASE.replace("schedules:\n", "") + example, "README.md")
+    assert list(policy.schedules) == ["nightly-report", "refresh-cache"]
+    assert policy.schedules["nightly-report"].when == Cron("30 2 * * *", "Europe/Berlin")
