@@ -81,7 +81,8 @@ class Periodic:
             except BackendUnavailable:
                 raise
             except TaskrouterError as exc:  # this schedule's; the others and the duties go on
-                log.error("schedule %s: %s", schedule.name, exc)
+                log.error("schedule %s: %s (tried again at its next tick)", schedule.name, exc)
+                self._next[schedule.name] = schedule.next_after(now)
                 continue
             self._next[schedule.name] = schedule.next_after(last if last is not None else now)
         return done
