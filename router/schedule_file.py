@@ -74,7 +74,8 @@ def _schedule(reader: NodeReader, name: str, entry: Entry) -> Schedule | None:
         try:
             encode_call(args, kwargs)
         except PayloadError as exc:
-            reader.report(entry.line, at, f"{exc}: write plain YAML values")
+            key = "kwargs" if str(exc).startswith("argument '") else "args"
+            reader.report(body[key].line, f"{at}.{key}", f"{exc}: write plain YAML values")
     if len(reader.problems) > before or None in (task, when, args, kwargs, jitter, missed):
         return None
     schedule = Schedule(

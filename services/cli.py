@@ -45,7 +45,10 @@ def policy_check(policy_path: str | None) -> None:
     """Validate the policy; print each profile, its engine and why."""
     from taskrouter.explain import render_check
 
-    click.echo(render_check(_derived(policy_path)))
+    from .schedules import render_defined
+
+    derived = _derived(policy_path)
+    click.echo(render_check(derived) + render_defined(derived.policy.schedules))
 
 
 @policy.command("explain")

@@ -4,6 +4,7 @@ state of its last job (the same as ``GET /schedules``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -11,6 +12,7 @@ import click
 from .cli_common import friendly, policy_option, settings_for
 
 if TYPE_CHECKING:
+    from taskrouter.schedule import Schedule
     from taskrouter.settings import Settings
 
 COLUMNS = ("name", "task", "when", "missed", "next_run", "last_run", "last_job", "last_job_state")
@@ -50,4 +52,14 @@ def render(rows: list[dict[str, Any]], *, as_json: bool) -> str:
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [list(HEADER), *cells]
+    )
+
+
+def render_defined(schedules: Mapping[str, Schedule]) -> str:
+    """The schedules as ``policy check`` lists them after the profiles ("" for none)."""
+    if not schedules:
+        return ""
+    lines = [f"  {s.name}: {s.task}, {s.when}, missed: {s.missed}" for s in schedules.values()]
+    return "\n\nschedules (run by janitors and workers whose --app registers the task):\n" + (
+        "\n".join(lines)
     )

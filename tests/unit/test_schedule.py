@@ -245,6 +245,9 @@ def test_no_section_means_no_schedules() -> None:
         ("a: {task: t, every: 1m, kwargs: [1]}", "schedules.a.kwargs: must be a mapping"),
         ("a: {task: t, every: 1m, jitter: 1m}", "schedules.a.jitter: 1m is not shorter than"),
         ("a b: {task: t, every: 1m}", "schedules.a b: invalid schedule name"),
+        ("a: {task: t, every: 1m, args: [.nan]}", "p.yaml:5: schedules.a.args: argument 0 is"),
+        ("a: {task: t, every: 1m, kwargs: {x: .inf}}", "schedules.a.kwargs: argument 'x' is"),
+        ("a: {task: t, every: 1m, kwargs: {1: x}}", "schedules.a.kwargs.1: is not a Python"),
     ],
 )
 def test_bad_schedules_name_the_line_and_key(section: str, expected: str) -> None:
@@ -279,3 +282,21 @@ def test_the_readme_example_is_a_valid_section() -> None:
     policy = parse_policy(BASE.replace("schedules:\n", "") + example, "README.md")
     assert list(policy.schedules) == ["nightly-report", "refresh-cache"]
     assert policy.schedules["nightly-report"].when == Cron("30 2 * * *", "Europe/Berlin")
+
+
+def test_policy_check_lists_the_schedules_after_the_profiles() -> None:
+    from taskrouter.services.schedules import render_defined
+
+    assert render_defined({}) == ""
+    text = render_defined(
+        parse(
+            """\
+            nightly: {task: app.report, cron: "30 2 * * *", timezone: Europe/Berlin}
+            ping: {task: app.ping, every: 90s, missed: skip}
+            """
+        )
+    )
+    assert text.splitlines()[-2:] == [
+        "  nightly: app.report, cron '30 2 * * *' (Europe/Berlin), missed: run-once",
+        "  ping: app.ping, every 90s, missed: skip",
+    ]
