@@ -13,7 +13,7 @@ import click
 from taskrouter.errors import TaskrouterError
 from taskrouter.settings import Settings
 
-from . import cli_read
+from . import cli_read, schedules
 from .cli_common import F, friendly, policy_option, settings_for, setup_logging
 
 
@@ -45,7 +45,10 @@ def policy_check(policy_path: str | None) -> None:
     """Validate the policy; print each profile, its engine and why."""
     from taskrouter.explain import render_check
 
-    click.echo(render_check(_derived(policy_path)))
+    from .schedules import render_defined
+
+    derived = _derived(policy_path)
+    click.echo(render_check(derived) + render_defined(derived.policy.schedules))
 
 
 @policy.command("explain")
@@ -142,17 +145,20 @@ def _lane(backend: str | None, lane: str | None) -> Any:
 @policy_option
 @friendly
 def janitor(app_module: str | None, once: bool, policy_path: str | None) -> None:
-    """Retry or fail jobs whose worker died; requeue what dead workers held; sweep."""
+    """Retry or fail jobs whose worker died; requeue what dead workers held; sweep; make
+    the jobs of the policy's schedules (those whose task --app registers)."""
     from taskrouter.backends.duties import Duties
     from taskrouter.backends.runtime import Runtime
 
     from .janitor import run_forever
-    from .worker import import_app
+    from .worker import check_schedules, import_app
 
     setup_logging(False)
     if app_module:
         import_app(app_module)
     runtime = Runtime.from_env(settings_for(policy_path), engines=())
+    if app_module:
+        check_schedules(runtime)
     runtime.publish_limits()
     duties = Duties(runtime)
     if once:
@@ -288,7 +294,7 @@ def up(
     )
 
 
-for _command in (cli_read.status, cli_read.jobs, cli_read.workers):
+for _command in (cli_read.status, cli_read.jobs, cli_read.workers, schedules.schedules):
     main.add_command(_command)
 
 
