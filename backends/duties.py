@@ -3,6 +3,7 @@ Celery worker's timer, the RQ worker pool's loop) and by ``taskrouter janitor``.
 
 - beat the worker's heartbeat, with its processes, so that /readyz and the dashboard
   count live workers;
+- make the jobs of the policy's schedules whose tick is due (periodic.py);
 - send the due jobs of the engines this process loads (retries, delayed jobs, workflow
   members released by another engine's worker): long waits never sit in a broker, where
   a countdown past the visibility window runs twice;
@@ -30,6 +31,7 @@ from taskrouter.errors import TaskrouterError
 
 from . import adaptive, workflows
 from .heartbeats import WorkerInfo, WorkerRegistry
+from .periodic import Periodic
 from .reconcile import Reconciler
 from .runtime import Runtime
 
@@ -52,6 +54,7 @@ class Duties:
         self.processes = processes
         self.registry = WorkerRegistry(runtime.store, runtime.settings.worker_alive_window)
         self.reconciler = Reconciler(runtime)
+        self.periodic = Periodic(runtime)
         self._next_housekeeping = 0.0
         # Leases cannot be renewed while Redis is unreachable; reap only after Redis has
         # been reachable for a whole lease, so that a running job's keeper renews first.
@@ -65,10 +68,11 @@ class Duties:
         return self._up_since
 
     def tick(self) -> None:
-        """One pass: beat, housekeeping when due, send due jobs. Never raises for an
-        unreachable Redis (the next tick tries again)."""
+        """One pass: beat, schedules, housekeeping when due, send due jobs. Never raises
+        for an unreachable Redis (the next tick tries again)."""
         try:
             self.beat()
+            self.periodic.run()
             settled = time.monotonic() - self._up_since >= self.runtime.settings.lease_ttl
             if settled and time.monotonic() >= self._next_housekeeping:
                 self.housekeeping()
@@ -139,4 +143,5 @@ class Duties:
 
     def run_once(self) -> dict[str, int]:
         """One pass of every duty at once (``taskrouter janitor --once``)."""
-        return {**self.housekeeping(), "sent": self.runtime.pump()}
+        scheduled = sum(1 for _, _, job in self.periodic.run() if job)
+        return {**self.housekeeping(), "scheduled": scheduled, "sent": self.runtime.pump()}

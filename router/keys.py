@@ -68,6 +68,11 @@ class Keys:
         """String: the job id that holds an idempotency key."""
         return f"{self.prefix}:idem:{profile}:{key}"
 
+    def periodic(self, name: str) -> str:
+        """Hash: one schedule's state (last_tick: the last tick taken, ms; last_job,
+        last_run: the last tick that made a job, its id and when it was made)."""
+        return f"{self.prefix}:periodic:{name}"
+
     def worker(self, name: str) -> str:
         """Hash with a TTL: a live worker's heartbeat."""
         return f"{self.prefix}:worker:{name}"

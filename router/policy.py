@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .schedule import Schedule
 
 Shape = Literal["isolated", "chain", "group", "chord"]
 BackendChoice = Literal["auto", "celery", "rq"]
@@ -112,6 +115,8 @@ class Policy:
     routing: Routing
     profiles: Mapping[str, Profile]
     version: int = 1
+    # Periodic tasks (``schedules:``), run by the janitors: router/schedule.py.
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     def profile(self, name: str) -> Profile:
         try:

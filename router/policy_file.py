@@ -53,9 +53,10 @@ from .policy_yaml import (
     line_of,
     shown,
 )
+from .schedule_file import read_schedules
 
 SUPPORTED_VERSION = 1
-TOP_KEYS = ("version", "routing", "defaults", "profiles")
+TOP_KEYS = ("version", "routing", "defaults", "profiles", "schedules")
 ROUTING_KEYS = ("long_after", "workflows", "celery_visibility_timeout", "adaptive")
 DEFAULTS_KEYS = ("timeout", "retries", "keep_results")
 PROFILE_KEYS = (
@@ -160,7 +161,8 @@ class _Reader(NodeReader):
         routing = self._routing(top.get("routing"))
         defaults = self._defaults(top.get("defaults"))
         profiles = self._profiles(top.get("profiles"), routing, defaults)
-        policy = Policy(path=self.path, routing=routing, profiles=profiles)
+        schedules = read_schedules(self, top.get("schedules"))
+        policy = Policy(path=self.path, routing=routing, profiles=profiles, schedules=schedules)
         if self._routing_ok:
             self._check_visibility(policy)
         return policy

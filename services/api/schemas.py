@@ -208,3 +208,25 @@ class Readiness(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class ScheduleOut(BaseModel):
+    """A schedule of the policy (``schedules:``), its next and last run."""
+
+    name: str
+    task: str
+    when: str = Field(description="the schedule in words: cron '30 2 * * *' (Europe/Berlin)")
+    cron: str | None = Field(description="the 5-field cron expression, or null")
+    timezone: str | None = Field(description="the cron expression's IANA time zone, or null")
+    every: float | None = Field(description="seconds between ticks of an interval, or null")
+    jitter: float = Field(description="seconds: each job is due up to this long after its tick")
+    missed: Literal["run-once", "skip"] = Field(description="what ticks no janitor took give")
+    next_run: str = Field(description="the next tick, ISO 8601 UTC")
+    last_tick: str | None = Field(description="the last tick taken, with or without a job")
+    last_run: str | None = Field(description="when the last job was made")
+    last_job: str | None = Field(description="the last job's id (GET /jobs/{id})")
+    last_job_state: State | None = Field(description="null: no job yet, or its record expired")
+
+
+class SchedulesOut(BaseModel):
+    schedules: list[ScheduleOut]
