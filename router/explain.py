@@ -39,7 +39,22 @@ def render_check(derived: Derived) -> str:
     lines = _table(CHECK_COLUMNS, rows)
     lines.append("")
     lines.append(_visibility_line(derived))
+    lines.extend(_adaptive_lines(derived))
     return "\n".join(lines)
+
+
+def _adaptive_lines(derived: Derived) -> list[str]:
+    routing = derived.policy.routing
+    tuning = routing.adaptive
+    names = [p.name for p in derived.policy.profiles.values() if adaptive(p, routing)]
+    if tuning is None or not names:
+        return []
+    return [
+        f"routing.adaptive: {', '.join(names)} go where their observed p90 says once they "
+        f"have {tuning.min_samples} runs (band {tuning.band:.0%}, dwell "
+        f"{format_duration(tuning.dwell)}); the table shows the declared routing, "
+        "`taskrouter policy advise` the observed one"
+    ]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

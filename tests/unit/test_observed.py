@@ -207,3 +207,12 @@ def test_advise_renders_a_row_per_profile_and_per_task_and_the_edits() -> None:
     assert lines[3].split() == ["a.ping", "4", "50ms", "50ms"]
     assert lines[4].split() == ["crunch", "2m", "0", "-", "-", "rq", "(fork)", "-"]
     assert lines[-1] == "edit p.yaml:5: profiles.chat.expected_latency: 100ms -> 42s"
+
+
+def test_check_names_the_adaptive_profiles() -> None:
+    from taskrouter.explain import render_check
+
+    last = render_check(derive(policy())).splitlines()[-1]
+    assert last.startswith("routing.adaptive: chat, crunch go where their observed p90 says")
+    assert "50 runs (band 25%, dwell 10m)" in last
+    assert "routing.adaptive" not in render_check(derive(policy("")))
