@@ -30,3 +30,8 @@ def work(seconds: float, marker: str) -> str:
 def chat(seconds: float, marker: str) -> str:
     """The same, for a kind: io profile (the I/O lane runs it in a pool thread)."""
     return work(seconds, marker)
+
+
+@task(profile="waits", name="adapt.wait")
+def wait(seconds: float, marker: str) -> str:
+    return work(seconds, marker)

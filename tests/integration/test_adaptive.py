@@ -34,6 +34,7 @@ defaults: {timeout: 20s, keep_results: 1h}
 profiles:
   adaptive: {expected_latency: 100ms, queue: adaptive-q, timeout: 20s}
   chat: {expected_latency: 100ms, kind: io, queue: chat, timeout: 20s}
+  waits: {expected_latency: 100ms, queue: waits, timeout: 20s}
 """
 SLOW, FAST = 2.0, 0.01
 
@@ -53,10 +54,11 @@ class Stack:
 
         self.store = JobStore.from_url(redis_url, self.prefix)
 
-    def start(self, engine: str, lane: str = "") -> None:
-        name = lane or engine
+    def start(self, engine: str, lane: str = "", queues: str = "") -> None:
+        name = lane or engine + (f"-{queues}" if queues else "")
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         which = ["--lane", lane] if lane else ["--backend", engine]
+        which += ["--queues", queues] if queues else []
         args = ["worker", "--app", APP, *which, "--concurrency", "4"]
         proc = subprocess.Popen(
             cli(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
@@ -92,7 +94,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     s = Stack(redis_url, tmp_path_factory.mktemp("adapt"))
     try:
         s.start("celery")
-        s.start("rq")
+        s.start("rq", queues="adaptive-q")  # not waits: its own test starts that one
         s.start("celery", lane="io")
         yield s
     finally:
@@ -262,3 +264,29 @@ def test_a_short_io_profile_that_runs_long_moves_to_the_io_lane_on_a_queue_of_it
     lane_pid = str(stack.procs[-1].pid)  # the I/O lane worker ran every one of them
     assert {w.split(":", 1)[1].split("/")[0] for w in workers} == {lane_pid}, workers
     assert switches(stack, "chat") == {"switched_to_io": 1}
+
+
+def test_a_switch_waits_for_a_worker_of_the_target_lane(stack: Stack, api: httpx.Client) -> None:
+    """No RQ worker consumes the RQ queue of profile waits: however long its jobs run, it
+    stays on Celery (its jobs run there) until one does, then moves."""
+    first = [submit(api, SLOW, "adapt.wait") for _ in range(4)]
+    assert_each_ran_once(stack, first, 60)
+    poll(
+        lambda: "no fork lane worker is alive" in route(api, "waits")["reason"],
+        30,
+        "the janitor to see that no RQ worker serves waits",
+        interval=0.1,
+    )
+    assert lane_of(api, "waits") == "prefork"
+    assert switches(stack, "waits") == {}
+    stack.start("rq", queues="waits")
+    poll(lambda: lane_of(api, "waits") == "fork", 30, "the switch to RQ", interval=0.1)
+    later: list[dict[str, Any]] = []
+
+    def sent_to_rq() -> bool:
+        later.append(submit(api, FAST, "adapt.wait"))
+        return later[-1]["backend"] == "rq"
+
+    poll(sent_to_rq, 10, "a job of waits sent to RQ", interval=0.2)
+    assert_each_ran_once(stack, first + later, 60)
+    assert switches(stack, "waits") == {"switched_to_fork": 1}
