@@ -20,7 +20,9 @@ explain`` shows exactly what runs. Per profile:
 - ``long_running`` = ``expected_latency`` >= 1 s. A Celery worker consuming such a queue
   gets prefetch multiplier 1: with Celery's default 4, short tasks would sit reserved
   behind a long one on a busy process while other processes are idle. Queues of only
-  sub-second tasks keep 4, which saves a broker round trip per task.
+  sub-second tasks keep 4, which saves a broker round trip per task. A queue of a
+  profile routed by its observed run times (``routing.adaptive``) gets 1 too: whatever
+  it declares, its tasks may run for seconds while it stays on the prefork lane.
 - ``concurrency`` and ``rate_limit``: copied; they are global caps enforced by
   taskrouter across every worker of both engines, not per-worker engine settings.
 
@@ -57,7 +59,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from taskrouter.classify import Rule, classify
+from taskrouter.classify import Rule, adaptive, classify
 from taskrouter.durations import format_duration
 from taskrouter.errors import PolicyError, PolicyProblem
 from taskrouter.observed import candidate_lanes, lane_queue
@@ -304,7 +306,8 @@ def _visibility_window(policy: Policy, settings: Mapping[str, ProfileSettings]) 
 def prefetch_multiplier(derived: Derived, queues: Iterable[str]) -> int:
     """The Celery prefetch multiplier for a prefork worker consuming ``queues``.
 
-    1 when any prefork profile on those queues is long_running, else 4.
+    1 when any prefork profile on those queues is long_running, or is routed by its
+    observed run times (which may be seconds while it stays short), else 4.
     """
     wanted = set(queues)
     long_running = any(
@@ -312,7 +315,13 @@ def prefetch_multiplier(derived: Derived, queues: Iterable[str]) -> int:
         for s in derived.profiles.values()
         if s.lane == "prefork" and s.queue in wanted
     )
-    return PREFETCH_LONG if long_running else PREFETCH_SHORT
+    routing = derived.policy.routing
+    observed = any(
+        lane_queue(p, routing, "prefork") in wanted
+        for p in derived.policy.profiles.values()
+        if "prefork" in candidate_lanes(p, routing) and adaptive(p, routing)
+    )
+    return PREFETCH_LONG if long_running or observed else PREFETCH_SHORT
 
 
 def io_concurrency(derived: Derived, queues: Iterable[str]) -> int:

@@ -167,7 +167,8 @@ def _engine_specific(derived: Derived, settings: ProfileSettings) -> list[tuple[
     profile = derived.policy.profile(settings.profile)
     multiplier = prefetch_multiplier(derived, [settings.queue])
     why = (
-        "a profile with expected_latency >= 1s uses this queue"
+        "a profile with expected_latency >= 1s, or routed by its observed run times, uses "
+        "this queue"
         if multiplier == 1
         else "only sub-second tasks on this queue"
     )

@@ -216,3 +216,11 @@ def test_check_names_the_adaptive_profiles() -> None:
     assert last.startswith("routing.adaptive: chat, crunch go where their observed p90 says")
     assert "50 runs (band 25%, dwell 10m)" in last
     assert "routing.adaptive" not in render_check(derive(policy("")))
+
+
+def test_a_queue_of_an_adaptive_profile_gets_prefetch_1() -> None:
+    from taskrouter.derive import prefetch_multiplier
+
+    assert prefetch_multiplier(derive(policy("")), ["chat"]) == 4  # 100 ms declared
+    assert prefetch_multiplier(derive(policy()), ["chat"]) == 1
+    assert prefetch_multiplier(derive(policy()), ["fixed"]) == 4  # backend: celery
