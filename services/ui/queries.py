@@ -253,6 +253,8 @@ def workers(store: JobStore, window_s: float = LIVE_WITHIN_MS / 1000) -> list[Wo
             "processes": ", ".join(str(p.get("pid")) for p in info.processes),
             "running": str(len(jobs)),
         }
+        if info.node:  # the name Flower and `celery inspect` show
+            extra["node"] = info.node
         if jobs:
             extra["job"] = jobs[0]
         out.append(Worker(info.engine, info.name, info.beat_at, extra, counted(info)))
