@@ -10,7 +10,8 @@ Celery worker's timer, the RQ worker pool's loop) and by ``taskrouter janitor``.
   a new dispatch to Celery jobs whose messages a dead Celery worker held, or that sat
   queued past the visibility window, follow queued jobs whose engine message was
   deleted, canceled or lost outside taskrouter (reconcile.py), drop index entries of
-  expired records, and count workflow members nobody counted.
+  expired records and the engines' registry entries of expired jobs (trim.py), and
+  count workflow members nobody counted.
 
 Every duty is an atomic script, so any number of processes can run them at once. A
 process runs them in its own loop, never in a thread: Celery's main process and the RQ
@@ -27,7 +28,7 @@ from typing import Any
 
 from taskrouter.errors import TaskrouterError
 
-from . import workflows
+from . import trim, workflows
 from .heartbeats import WorkerInfo, WorkerRegistry
 from .reconcile import Reconciler
 from .runtime import Runtime
@@ -109,6 +110,7 @@ class Duties:
             # Jobs deleted, canceled or lost in their engine (rq-dashboard, a Redis restart)
             **self.reconciler.run(),
             "swept": store.sweep(),
+            "trimmed": trim.trim(self.runtime),
             "workflows": workflows.sweep(self.runtime),
         }
 
