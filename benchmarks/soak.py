@@ -7,14 +7,15 @@ Starts a Redis server of its own (its own port, no persistence), a Celery worker
 RQ worker pool (concurrency 2 each) on ``benchmarks/soak_app.py`` with a copy of
 ``benchmarks/soak_policy.yaml`` whose ``keep_results`` is ``--keep``, and measures Redis'
 ``used_memory`` and key count once the workers are up (the baseline). It submits
-``--jobs`` jobs, half to each engine (every ``--fail-every``-th fails; every other one
-has an idempotency key), waits for every job to end (the peak), then waits past
+``--jobs`` jobs, half to each engine (one in ``--fail-every`` fails, on both engines;
+every other pair has an idempotency key), waits for every job to end (the peak), then waits past
 ``keep_results``, runs ``taskrouter janitor --once`` twice and measures again. At each
 point it compares the listing (GET /jobs, paged to the end, and each state's count) with
 the job records in Redis. The keys left over are shown by pattern. The last line is
-PASS when memory and key count are within 5 % (or 1 MB of memory) of the baseline and the
-listing matched the records at every point, else FAIL. Every process it starts is stopped
-by its pid at the end.
+PASS when memory and key count are within 5 % (or 1 MB of memory) of the baseline, no
+key pattern grew (in keys, or in entries of a one-of-a-kind key such as an index or an
+RQ registry) and the listing matched the records at every point, else FAIL. Every
+process it starts is stopped by its pid at the end.
 """
 
 from __future__ import annotations
@@ -175,9 +176,13 @@ def measure(name: str, runtime: Any, prefix: str) -> Point:
         problems=problems,
         patterns=Counter(pattern(k) for k in keys),
     )
-    for key in keys:  # the size of each key that is one of its kind (indexes, registries)
+    # The size of each collection that is one of its kind (indexes, registries, queues;
+    # not hashes, whose fields come and go with a worker's state).
+    for key in keys:
         if point.patterns[pattern(key)] == 1:
-            point.sizes[pattern(key)] = _size(client, key)
+            size = _size(client, key)
+            if size is not None:
+                point.sizes[pattern(key)] = size
     return point
 
 
@@ -195,10 +200,10 @@ def _records(client: Any, prefix: str) -> dict[str, str]:
     return states
 
 
-def _size(client: Any, key: str) -> int:
+def _size(client: Any, key: str) -> int | None:
     kind = client.type(key)
-    size = {"zset": client.zcard, "hash": client.hlen, "list": client.llen, "set": client.scard}
-    return int(size[kind](key)) if kind in size else 1
+    size = {"zset": client.zcard, "list": client.llen, "set": client.scard}
+    return int(size[kind](key)) if kind in size else None
 
 
 def _listed(list_jobs: Any, store: Any, filters: Any) -> set[str]:
@@ -241,28 +246,29 @@ class Outcome:
     @property
     def passed(self) -> bool:
         consistent = all(p.consistent for p in self.points)
-        return consistent and self.memory_back and self.keys_back and not self.problems
+        back = self.memory_back and self.keys_back and not self.leftover()
+        return consistent and back and not self.problems
 
     def leftover(self) -> list[str]:
-        """Key patterns that grew since the baseline."""
-        grown = self.after.patterns - self.baseline.patterns
-        return [
-            f"  {n:6d} {p}" + (f" ({self.after.sizes[p]} entries)" if p in self.after.sizes else "")
-            for p, n in grown.most_common(15)
-        ]
+        """Key patterns that grew since the baseline: more keys, or a bigger one."""
+        before, after = self.baseline, self.after
+        grown = after.patterns - before.patterns
+        bigger = {p for p, n in after.sizes.items() if n > before.sizes.get(p, 0)}
+        lines = []
+        for p in sorted(set(grown) | bigger):
+            size = f" ({after.sizes[p]} entries, {before.sizes.get(p, 0)} before)"
+            lines.append(f"  {after.patterns[p]:6d} {p}" + (size if p in bigger else ""))
+        return lines
 
     def lines(self) -> list[str]:
         timing = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        left = self.leftover()
         return [
             f"jobs: {dict(self.states)}; {timing}",
             *(p.line() for p in self.points),
             f"peak      used_memory {self.peak_memory / 1e6:8.2f} MB  keys {self.peak_keys:7d}"
             " (sampled every 0.5 s)",
-            *(
-                ["keys left over since the baseline, by pattern:", *self.leftover()]
-                if self.after.patterns - self.baseline.patterns
-                else []
-            ),
+            *(["grown since the baseline, by key pattern:", *left] if left else []),
             *self.problems,
             "PASS" if self.passed else "FAIL",
         ]
@@ -335,7 +341,7 @@ def run(
         # the scripts in Redis' cache): a few jobs of each engine, expired and swept.
         warm = 20
         for i in range(warm):
-            (soak_app.soak_celery if i % 2 else soak_app.soak_rq).enqueue(i, i % 4 == 3)
+            (soak_app.soak_celery if i % 2 else soak_app.soak_rq).enqueue(i, _fails(i, 4))
         _drain(runtime, warm, 60)
         time.sleep(parse_duration(keep) + 0.5)
         janitor_pass(env)
@@ -355,7 +361,7 @@ def run(
         ended_before = ended(runtime)
         for i in range(jobs):
             fn = soak_app.soak_celery if i % 2 else soak_app.soak_rq
-            fail = fail_every > 0 and i % fail_every == fail_every - 1
+            fail = _fails(i, fail_every)
             call = fn.using(idempotency_key=f"soak-{i}") if i % 4 < 2 else fn
             call.enqueue(i, fail)
         outcome.seconds["submit"] = time.monotonic() - started
@@ -417,8 +423,13 @@ def janitor_pass(env: dict[str, str]) -> None:
     subprocess.run(janitor, env=env, cwd=ROOT, check=True, capture_output=True)
 
 
+def _fails(i: int, every: int) -> bool:
+    """Whether job i fails: a pair of jobs (one per engine) in every ``every`` pairs."""
+    return every > 0 and (i // 2) % every == every - 1
+
+
 def _expected(i: int, fail_every: int) -> str:
-    return "failed" if fail_every > 0 and i % fail_every == fail_every - 1 else "succeeded"
+    return "failed" if _fails(i, fail_every) else "succeeded"
 
 
 def _until(predicate: Any, timeout: float, what: str) -> None:

@@ -692,6 +692,17 @@ def test_a_sweep_clears_more_expired_jobs_than_one_batch_in_short_calls(
     assert r.zcard(store.keys.expiry) == 0
 
 
+def test_a_sweep_drops_planted_expiry_entries_and_touches_nothing_else(
+    store: JobStore, r: redis.Redis
+) -> None:
+    kept = create_job(store)
+    planted = ["no-pipes-at-all", "|||", "x|p|celery|succeeded|t|extra|fields", "\xff|\x00"]
+    r.zadd(store.keys.expiry, dict.fromkeys(planted, 1))
+    assert store.sweep() == 1  # the one that parses names a job without a record
+    assert not set(r.zrange(store.keys.expiry, 0, -1)) & set(planted)
+    assert in_index(r, store.keys, kept) and store.read(kept) is not None
+
+
 def test_sweep_removes_the_index_entries_of_an_unfinished_record_that_expired(
     store: JobStore, r: redis.Redis
 ) -> None:
