@@ -189,9 +189,14 @@ def test_a_full_redis_refuses_new_jobs_clearly_and_running_jobs_end_truly(full: 
         # janitor reaps only after Redis has taken writes for a whole lease again, by
         # when the worker has renewed it. So each job ran once, to its true end.
         assert (job.state, job.attempts) == ("succeeded", 1), (job.id, job.backend, job.error)
-    # The workers never restarted, and new jobs run on both engines.
+    # The workers never restarted (not even the RQ worker processes of the pool, which
+    # RQ's own worker loop would end at the first write Redis refused), and new jobs run
+    # on both engines.
     for engine, proc in full.workers.items():
         assert proc.poll() is None, full.log(engine)
+    rq_log = (full.tmp / "rq.log").read_text()
+    assert "exited with" not in rq_log and "quitting" not in rq_log, rq_log[-4000:]
+    assert "Redis is out of memory" in rq_log  # it did meet a full Redis
     assert "unexpected error answering" not in full.log("api")
     fresh = [fn.enqueue(100) for fn in ENGINES.values()]
     fresh += [fn.using(idempotency_key=f"full-{e}").enqueue(100) for e, fn in ENGINES.items()]
