@@ -3,6 +3,7 @@ Celery worker's timer, the RQ worker pool's loop) and by ``taskrouter janitor``.
 
 - beat the worker's heartbeat, with its processes, so that /readyz and the dashboard
   count live workers;
+- make the jobs of the policy's schedules whose tick is due (periodic.py);
 - send the due jobs of the engines this process loads (retries, delayed jobs, workflow
   members released by another engine's worker): long waits never sit in a broker, where
   a countdown past the visibility window runs twice;
@@ -10,8 +11,9 @@ Celery worker's timer, the RQ worker pool's loop) and by ``taskrouter janitor``.
   a new dispatch to Celery jobs whose messages a dead Celery worker held, or that sat
   queued past the visibility window, follow queued jobs whose engine message was
   deleted, canceled or lost outside taskrouter (reconcile.py), drop index entries of
-  expired records and the engines' registry entries of expired jobs (trim.py), and
-  count workflow members nobody counted.
+  expired records and the engines' registry entries of expired jobs (trim.py), count
+  workflow members nobody counted, and move the profiles that adaptive routing
+  (adaptive.py) finds on the wrong lane.
 
 Every duty is an atomic script, so any number of processes can run them at once. A
 process runs them in its own loop, never in a thread: Celery's main process and the RQ
@@ -28,8 +30,9 @@ from typing import Any
 
 from taskrouter.errors import TaskrouterError
 
-from . import trim, workflows
+from . import adaptive, trim, workflows
 from .heartbeats import WorkerInfo, WorkerRegistry
+from .periodic import Periodic
 from .reconcile import Reconciler
 from .runtime import Runtime
 
@@ -52,6 +55,7 @@ class Duties:
         self.processes = processes
         self.registry = WorkerRegistry(runtime.store, runtime.settings.worker_alive_window)
         self.reconciler = Reconciler(runtime)
+        self.periodic = Periodic(runtime)
         self._next_housekeeping = 0.0
         # Leases cannot be renewed while Redis is unreachable; reap only after Redis has
         # been reachable for a whole lease, so that a running job's keeper renews first.
@@ -65,10 +69,11 @@ class Duties:
         return self._up_since
 
     def tick(self) -> None:
-        """One pass: beat, housekeeping when due, send due jobs. Never raises for an
-        unreachable Redis (the next tick tries again)."""
+        """One pass: beat, schedules, housekeeping when due, send due jobs. Never raises
+        for an unreachable Redis (the next tick tries again)."""
         try:
             self.beat()
+            self.periodic.run()
             settled = time.monotonic() - self._up_since >= self.runtime.settings.lease_ttl
             if settled and time.monotonic() >= self._next_housekeeping:
                 self.housekeeping()
@@ -112,6 +117,8 @@ class Duties:
             "swept": store.sweep(),
             "trimmed": trim.trim(self.runtime),
             "workflows": workflows.sweep(self.runtime),
+            # Profiles that adaptive routing moved to another lane (adaptive.py).
+            "switched": len(adaptive.adapt(store, self.runtime.derived.policy, self.registry.live)),
         }
 
     def requeue_dead_workers(self) -> int:
@@ -138,4 +145,5 @@ class Duties:
 
     def run_once(self) -> dict[str, int]:
         """One pass of every duty at once (``taskrouter janitor --once``)."""
-        return {**self.housekeeping(), "sent": self.runtime.pump()}
+        scheduled = sum(1 for _, _, job in self.periodic.run() if job)
+        return {**self.housekeeping(), "scheduled": scheduled, "sent": self.runtime.pump()}

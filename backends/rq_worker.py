@@ -3,12 +3,21 @@ whose main process also runs the router's duties and restarts its workers with a
 delay, giving up after a bounded number of quick failures.
 
 Each RQ worker forks a work-horse per job (memory isolation for long calls), with
-taskrouter's JSON serializer and a Job class that runs only registered tasks.
+taskrouter's JSON serializer and a Job class that runs only registered tasks. An RQ worker
+stops when its pool's main process dies, however it dies (a warm shutdown: the job its
+horse runs ends first), as Celery's pool children exit with their main process: a pool
+killed and started again must not leave its RQ workers running beside the new ones,
+unsupervised and counted by no heartbeat.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +34,26 @@ from .hooks import context
 from .rq_backend import CodecSerializer, SafeJob
 
 log = logging.getLogger("taskrouter.rq")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent() -> None:
+    """In an RQ worker forked by a pool: SIGTERM (RQ's warm shutdown) when the pool's main
+    process dies. Linux only; elsewhere an RQ worker outlives a killed pool."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    # Until RQ's worker installs its own handlers (in work(), before it takes a job), a
+    # SIGTERM ends this idle process; the handler inherited from the pool would stop the
+    # pool's other workers instead.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("cannot ask to stop with the pool: %s", os.strerror(ctypes.get_errno()))
+        return
+    if os.getppid() != parent.pid:  # it died before the request
+        signal.raise_signal(signal.SIGTERM)
 
 
 class TaskrouterWorker(Worker):
@@ -43,6 +72,7 @@ class TaskrouterWorker(Worker):
         # Job records name the RQ worker process (and its work-horse), as `rq info` does.
         context().name = worker_name("rq")
         self._full_since: float | None = None
+        stop_with_parent()
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         kwargs["with_scheduler"] = False

@@ -32,6 +32,7 @@ from taskrouter.registry import CallOptions, Task
 from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL, Settings
 from taskrouter.states import CANCELED, FAILED
 
+from .adaptive import Routes
 from .base import Call
 from .store import JobStore
 from .workflow_store import WorkflowStore
@@ -90,6 +91,7 @@ class Runtime:
         self.engines = tuple(engines)  # the engines this process may load
         self.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
         self.workflows = WorkflowStore(self.store)
+        self.routes = Routes(self.store, derived)
         self._backends: dict[str, Backend] = {}
 
     @classmethod
@@ -179,8 +181,10 @@ class Runtime:
         *,
         retry_of: str | None = None,
     ) -> Planned:
-        """A job's record, ready to write: no I/O. Refuses bad arguments."""
-        ps = self.profile_settings(task)
+        """A job's record, ready to write: no I/O but, for a profile routed by observed
+        run times, a read of its route at most every ROUTE_CACHE_TTL. Refuses bad
+        arguments."""
+        ps = self.routes.settings(self.profile_settings(task))
         payload = codec.encode_call(args, kwargs)  # refuses bad arguments before any write
         created = self.store.clock()
         # new_job_id()'s format (12 hex digits of ms, then 16 random ones) from this
@@ -281,8 +285,10 @@ class Runtime:
         if backend not in self.engines:
             self.store.due_now(job_id, backend)
             return False
-        if ps.queue != queue:
-            ps = replace(ps, queue=queue)
+        if ps.queue != queue or ps.backend != backend:
+            # Where the record says: its engine and queue when it was sent first (a
+            # profile routed by observed run times may have moved since).
+            ps = replace(ps, queue=queue, backend=backend)  # type: ignore[arg-type]
         try:
             self.send(job_id, int(dispatch), ps, redispatch=True)
         except BackendUnavailable as exc:

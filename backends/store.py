@@ -22,7 +22,12 @@ from redis.exceptions import NoScriptError
 
 from taskrouter.keys import Keys
 from taskrouter.record import INDEXED
-from taskrouter.settings import SWEEP_BATCH, SWEEP_BATCHES
+from taskrouter.settings import (
+    RUNTIME_SKETCH_SIZE,
+    RUNTIME_SKETCH_TTL,
+    SWEEP_BATCH,
+    SWEEP_BATCHES,
+)
 from taskrouter.states import CancelStatus, ClaimStatus, FinishStatus, Outcome
 
 from .connection import PerProcess
@@ -236,7 +241,11 @@ class JobStore:
         """Record the end of the attempt holding ``token``: ("ok", new state), or
         ("lost", state) when the attempt no longer owns the job."""
         entry = json.dumps(history, separators=(",", ":"))
-        r = self.run("finish", job_id, token, self.clock(), outcome, value, due_ms, entry)
+        r = self.run(
+            "finish",
+            *(job_id, token, self.clock(), outcome, value, due_ms, entry),
+            *(RUNTIME_SKETCH_SIZE, RUNTIME_SKETCH_TTL * 1000),
+        )
         return cast(FinishStatus, r[0]), r[1]
 
     def renew(self, leases: Mapping[str, str], lease_ms: int) -> list[str]:

@@ -1,43 +1,59 @@
-"""Kill workers at random under a mixed load; count what ran, what ended, how fast deaths
-were seen (issue 5).
+"""Kill worker processes at random under a mixed load; count what ran, what ended, how fast
+deaths were seen (issue 5).
 
     .venv/bin/python benchmarks/faults.py [--jobs 500] [--max-seconds 600] [--kill-every 3]
 
-Starts 2 Celery workers (concurrency 2) and 1 RQ supervisor (concurrency 3) on
-``benchmarks/fault_app.py`` and ``benchmarks/fault_policy.yaml``, then submits ``--jobs``
-jobs evenly over ``--submit-seconds``: about 2/3 short ones on Celery (sleep 0-200 ms),
-1/3 long-ish ones on RQ (sleep 0.5-3 s), all with ``retries: {max: 2}``. While it submits,
-every ``--kill-every`` seconds it draws a kind of kill at random and SIGKILLs a process of
-that kind as soon as one runs a job (a draw that finds none before the next is reported as
-not made):
+Starts, on ``benchmarks/fault_app.py`` and ``benchmarks/fault_policy.yaml``, the workers
+as they are deployed: 2 ``taskrouter worker --backend celery`` (concurrency 2: the main
+process and its prefork children), 1 ``taskrouter worker --backend rq`` (concurrency 3:
+the pool's main process and its RQ workers, each forking a work-horse per job) and 1
+``taskrouter worker --lane io`` (one process). Each main process also runs the
+janitor's duties; no other process does. Then it submits ``--jobs`` jobs evenly over
+``--submit-seconds``: about 1/2 short ones on Celery (sleep 0-200 ms), 1/3 long-ish ones
+on RQ (sleep 0.5-3 s), 1/6 waiting calls in the I/O lane (``async def``, await 0.2-2 s),
+all with ``retries: {max: 2}``. While it submits, every ``--kill-every`` seconds it draws
+a kind of kill at random and SIGKILLs a process of that kind as soon as one runs a job (a
+draw that finds none before the next is reported as not made). The record's ``worker``
+names the process that claimed the job and the one running it ("...:<pid>/<pid>"):
 
-- ``rq-horse``: the RQ work-horse running a job (the pid after "/" in its ``worker``);
-- ``celery-child``: the Celery pool child running a job (same);
-- ``rq-worker``: the ``--single`` RQ worker running a job (the pid before "/"): its horse
-  lives on as an orphan and must finish the job, which must not run again;
-- ``celery-worker``: a whole ``taskrouter worker --backend celery`` process; a
-  replacement is started at once. The others restart by themselves (the Celery main
-  process forks a new child, the RQ parent a new horse, the supervisor a new worker).
+- ``rq-horse``: the RQ work-horse running a job (the pid after "/"); its RQ worker forks
+  a new one for the next job;
+- ``rq-worker``: the RQ worker running a job (the pid before "/"): its horse lives on as
+  an orphan and must finish the job, which must not run again; the pool starts a new RQ
+  worker;
+- ``rq-pool``: a whole ``taskrouter worker --backend rq`` (the pool's main process, named
+  in no record) one of whose RQ workers runs a job: each of its RQ workers stops when the
+  pool dies, after the job its horse runs, which must not run again;
+- ``celery-child``: the Celery pool child running a job (the pid after "/"); the main
+  process forks a new one;
+- ``celery-worker``: a whole ``taskrouter worker --backend celery`` running a job (the pid
+  before "/", its main process): its children exit with it; the messages it reserved come
+  back through another worker's duties once its heartbeat lapses;
+- ``io-worker``: the ``taskrouter worker --lane io`` process running a job: the lane
+  acknowledges a message when its job starts, so only the lease brings those jobs back.
 
+A replacement for a whole worker is started at once (a deployment's supervisor would).
 Then it waits up to ``--drain-seconds`` for every job to finish, and prints a short report:
 jobs submitted / succeeded / failed per error type, executions per job (each task
 increments a Redis counter named by its argument, so runs are counted apart from
 taskrouter's records), stuck jobs, and the detection delay of each death (the WorkerLost
-history entry's ``finished_at`` minus the time of the SIGKILL). The jobs "running in a
-killed process" are those whose record named it right after the kill, plus any attempt a
-process of a killed worker claimed just after it (a Celery pool child runs what its dying
-main process handed it), seen from the WorkerLost entry's message. Each job a check
-complains about is listed with its history and, if unfinished, the engine keys that hold
-its message. The last line is PASS or FAIL; ``--keep-logs`` also keeps every kill and
-record in ``records.json`` beside the workers' logs.
+history entry's ``finished_at`` minus the time of the SIGKILL), overall and per kind. The
+jobs "running in a killed process" are those whose record named a process of the killed
+tree right after the kill, plus any attempt a process of that tree claimed just after it
+(a Celery pool child runs what its dying main process handed it), seen from the
+WorkerLost entry's message. Each job a check complains about is listed with its history
+and, if unfinished, the engine keys that hold its message. The last line is PASS or FAIL;
+``--keep-logs`` also keeps every kill and record in ``records.json`` beside the workers'
+logs.
 
 The lease and janitor settings are taskrouter's production defaults (15 s, 5 s) unless
 ``--lease-ttl`` / ``--janitor-interval`` say otherwise; the header prints them.
 
 Every process this script starts is its descendant: it makes itself a child subreaper, so
-orphaned work-horses and pool children come back to it, and at the end (also on Ctrl-C or
-an error) it stops its workers and SIGKILLs, by pid, any descendant still alive. Every key
-lives under a key prefix of this run, deleted at the end (SCAN MATCH prefix*).
+orphaned work-horses (and RQ workers finishing a job after their pool died) come back to
+it, and at the end (also on Ctrl-C or an error) it stops its workers and SIGKILLs, by pid,
+any descendant still alive. Every key lives under a key prefix of this run, deleted at the
+end (SCAN MATCH prefix*).
 """
 
 from __future__ import annotations
@@ -71,8 +87,20 @@ if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is on sys.path, no
 
 APP = "benchmarks.fault_app"
 POLICY = Path(__file__).with_name("fault_policy.yaml")
-KINDS = ("rq-horse", "celery-child", "rq-worker", "celery-worker")
+# Each kind of kill, and the lane of the jobs whose processes it kills.
+KIND_LANE = {
+    "rq-horse": "rq",
+    "rq-worker": "rq",
+    "rq-pool": "rq",
+    "celery-child": "celery",
+    "celery-worker": "celery",
+    "io-worker": "io",
+}
+KINDS = tuple(KIND_LANE)
 EXECUTOR_KINDS = ("rq-horse", "celery-child")  # kills of the process that runs the task
+WHOLE_KINDS = ("rq-pool", "celery-worker", "io-worker")  # a `taskrouter worker` process
+ORPHANING_KINDS = ("rq-worker", "rq-pool")  # a running horse outlives the killed process
+LANES = ("celery", "rq", "io")
 FINAL_STATES = ("succeeded", "failed")
 STUCK_STATES = ("running", "queued")
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
@@ -129,14 +157,19 @@ class Fleet:
         self.env = dict(env)
         self.logdir = logdir
         self.args = args
-        self.celery: list[subprocess.Popen[bytes]] = []  # live Celery workers
+        self.live: dict[str, list[subprocess.Popen[bytes]]] = {lane: [] for lane in LANES}
         self.started: list[subprocess.Popen[bytes]] = []  # every worker started here
         self._next_reap = 0.0
 
-    def start(self, engine: str, concurrency: int) -> subprocess.Popen[bytes]:
-        name = f"{engine}-{len(self.started)}"
+    def concurrency(self, lane: str) -> int:
+        return int(getattr(self.args, f"{lane}_concurrency"))
+
+    def start(self, lane: str) -> subprocess.Popen[bytes]:
+        """One ``taskrouter worker`` of ``lane`` (celery: prefork, rq: fork, io)."""
+        name = f"{lane}-{len(self.started)}"
         cmd = cli_command("worker", "--app", APP)
-        cmd += ["--backend", engine, "--concurrency", str(concurrency)]
+        cmd += ["--lane", "io"] if lane == "io" else ["--backend", lane]
+        cmd += ["--concurrency", str(self.concurrency(lane))]
         with open(self.logdir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 cmd,
@@ -148,14 +181,13 @@ class Fleet:
                 preexec_fn=_term_with_parent,
             )
         self.started.append(proc)
-        if engine == "celery":
-            self.celery.append(proc)
+        self.live[lane].append(proc)
         return proc
 
     def start_all(self) -> None:
-        for _ in range(self.args.celery_workers):
-            self.start("celery", self.args.celery_concurrency)
-        self.start("rq", self.args.rq_concurrency)
+        for lane in LANES:
+            for _ in range(getattr(self.args, f"{lane}_workers")):
+                self.start(lane)
 
     def kill(self, pid: int) -> float | None:
         """SIGKILL ``pid`` if it is one of ours (never anyone else's process); the time of
@@ -169,17 +201,19 @@ class Fleet:
             return None
         return at
 
-    def replace_celery(self, pid: int) -> None:
-        """If ``pid`` was a whole Celery worker: collect it and start a replacement."""
-        for proc in self.celery:
-            if proc.pid == pid:
-                proc.wait()
-                self.celery.remove(proc)
-                self.start("celery", self.args.celery_concurrency)
-                return
+    def replace(self, pid: int) -> None:
+        """If ``pid`` was a whole worker: collect it and start a replacement."""
+        for lane, procs in self.live.items():
+            for proc in procs:
+                if proc.pid == pid:
+                    proc.wait()
+                    procs.remove(proc)
+                    self.start(lane)
+                    return
 
     def reap_orphans(self) -> None:
-        """Collect exited orphans (a work-horse whose worker was killed), once a second."""
+        """Collect exited orphans (a work-horse whose worker was killed, an RQ worker
+        whose pool was), once a second."""
         if time.monotonic() < self._next_reap:
             return
         self._next_reap = time.monotonic() + 1
@@ -217,22 +251,26 @@ class Fleet:
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    """One job to submit: its engine, its sleep, and when (seconds into the submission)."""
+    """One job to submit: its lane, its sleep, and when (seconds into the submission)."""
 
-    engine: str
+    lane: str  # "celery" (prefork), "rq" or "io"
     seconds: float
     offset: float
     counter: str
 
 
+SLEEPS = {"celery": (0.0, 0.2), "rq": (0.5, 3.0), "io": (0.2, 2.0)}
+
+
 def plan(args: argparse.Namespace, prefix: str, rng: random.Random) -> list[Spec]:
     specs = []
     for i in range(args.jobs):
-        celery = rng.random() < 2 / 3
-        seconds = rng.uniform(0.0, 0.2) if celery else rng.uniform(0.5, 3.0)
+        draw = rng.random()
+        lane = "celery" if draw < 1 / 2 else "rq" if draw < 5 / 6 else "io"
+        seconds = rng.uniform(*SLEEPS[lane])
         offset = i * args.submit_seconds / args.jobs
         counter = f"{prefix}:fault:exec:{uuid.uuid4().hex}"
-        specs.append(Spec("celery" if celery else "rq", seconds, offset, counter))
+        specs.append(Spec(lane, seconds, offset, counter))
     return specs
 
 
@@ -244,9 +282,9 @@ class Running:
     """A job the record says is running, and the processes its ``worker`` names."""
 
     job_id: str
-    backend: str
-    worker_pid: int  # the taskrouter worker (RQ: the --single worker) ...
-    exec_pid: int  # ... and the process running the task (work-horse, pool child)
+    lane: str
+    worker_pid: int  # the process that claimed it (RQ worker, Celery main, lane process) ...
+    exec_pid: int  # ... and the process running the task (work-horse, pool child, lane)
     attempt: int
 
 
@@ -255,6 +293,7 @@ class Kill:
     kind: str
     pid: int
     at: float  # time.time() just before the SIGKILL
+    tree: list[int] = field(default_factory=list)  # the pid and its descendants then
     jobs: dict[str, int] = field(default_factory=dict)  # job id -> attempt it was running
 
 
@@ -265,50 +304,69 @@ def parse_worker(worker: str) -> tuple[int, int]:
 
 
 def running_jobs(store: Any) -> list[Running]:
+    from benchmarks.fault_app import PROFILE_LANE
+
     ids = store.client.zrange(store.keys.running, 0, -1)
     pipe = store.client.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hmget(store.keys.job(job_id), "state", "backend", "worker", "attempts")
+        pipe.hmget(store.keys.job(job_id), "state", "profile", "worker", "attempts")
     found = []
-    for job_id, (state, backend, worker, attempts) in zip(ids, pipe.execute(), strict=True):
-        if state == "running" and worker and "/" in worker:
+    for job_id, (state, profile, worker, attempts) in zip(ids, pipe.execute(), strict=True):
+        if state == "running" and worker and "/" in worker and profile in PROFILE_LANE:
             worker_pid, exec_pid = parse_worker(worker)
-            found.append(Running(job_id, backend, worker_pid, exec_pid, int(attempts or 0)))
+            lane = PROFILE_LANE[profile]
+            found.append(Running(job_id, lane, worker_pid, exec_pid, int(attempts or 0)))
     return found
 
 
-def alive(running: list[Running], killed: set[int]) -> list[Running]:
-    """Running jobs whose processes we have not killed. A record still names its dead
-    process until the janitor reaps it, a lease later: such a job is not running."""
-    return [r for r in running if r.worker_pid not in killed and r.exec_pid not in killed]
+def alive(running: list[Running], spared: set[int]) -> list[Running]:
+    """Running jobs in no process a kill took down or orphaned. A record still names its
+    dead process until the janitor reaps it, a lease later: such a job is not running."""
+    return [r for r in running if r.worker_pid not in spared and r.exec_pid not in spared]
 
 
-def targets(kind: str, running: list[Running], fleet: Fleet, killed: set[int]) -> list[int]:
-    """Pids a kill of ``kind`` could hit now. Processes under a worker killed before (an
-    orphaned work-horse) are left alone, so that each orphan's fate is its own."""
-    if kind == "celery-worker":
-        return [p.pid for p in fleet.celery if p.poll() is None]
-    backend = kind.split("-")[0]
-    jobs = [r for r in alive(running, killed) if r.backend == backend]
-    return sorted({r.exec_pid if kind in EXECUTOR_KINDS else r.worker_pid for r in jobs})
+def targets(
+    kind: str,
+    running: list[Running],
+    fleet: Fleet,
+    spared: set[int],
+    table: Mapping[int, tuple[int, str]],
+) -> list[int]:
+    """Pids a kill of ``kind`` could hit now. Processes a kill left alive (an orphaned
+    work-horse, an RQ worker whose pool died) are left alone, so that each orphan's fate
+    is its own."""
+    lane = KIND_LANE[kind]
+    jobs = [r for r in alive(running, spared) if r.lane == lane]
+    if kind in EXECUTOR_KINDS:
+        return sorted({r.exec_pid for r in jobs})
+    if kind == "rq-worker":
+        return sorted({r.worker_pid for r in jobs})
+    busy = {r.worker_pid for r in jobs}  # a whole worker: one whose tree runs a job
+    return sorted(
+        p.pid
+        for p in fleet.live[lane]
+        if p.poll() is None and p.pid not in spared and ({p.pid} | descendants(p.pid, table)) & busy
+    )
 
 
-def hit_jobs(kill: Kill, running: list[Running], killed_before: set[int]) -> dict[str, int]:
-    """The jobs that were running in the killed process (read right after the kill: a
+def hit_jobs(kill: Kill, running: list[Running], spared_before: set[int]) -> dict[str, int]:
+    """The jobs that were running in the killed process tree (read right after the kill: a
     dead process neither claims nor finishes, and a reap takes a whole lease)."""
-    jobs = alive(running, killed_before)
-    if kill.kind in EXECUTOR_KINDS:
-        return {r.job_id: r.attempt for r in jobs if r.exec_pid == kill.pid}
-    return {r.job_id: r.attempt for r in jobs if r.worker_pid == kill.pid}
+    tree = set(kill.tree)
+    return {
+        r.job_id: r.attempt
+        for r in alive(running, spared_before)
+        if r.worker_pid in tree or r.exec_pid in tree
+    }
 
 
 LOST_WORKER = re.compile(r"worker \S+:(\d+)/(\d+) stopped renewing")
 
 
 def attribute_late_claims(kills: list[Kill], jobs: list[Final]) -> int:
-    """Add to its kill each reaped attempt that a killed process claimed after the kill
-    (a Celery pool child takes a job its main process handed it just before dying).
-    The WorkerLost entry's message names the worker; returns how many were added."""
+    """Add to its kill each reaped attempt that a process of the killed tree claimed after
+    the kill (a Celery pool child takes a job its main process handed it just before
+    dying). The WorkerLost entry's message names the worker; returns how many were added."""
     added = 0
     known = {(job_id, a) for k in kills for job_id, a in k.jobs.items()}
     for job in jobs:
@@ -317,7 +375,9 @@ def attribute_late_claims(kills: list[Kill], jobs: list[Final]) -> int:
             if not worker_lost(entry) or not match or (job.job_id, entry["attempt"]) in known:
                 continue
             pids = {int(match[1]), int(match[2])}
-            earlier = [k for k in kills if k.pid in pids and k.at * 1000 < entry["finished_at"]]
+            earlier = [
+                k for k in kills if pids & set(k.tree) and k.at * 1000 < entry["finished_at"]
+            ]
             if earlier:
                 earlier[-1].jobs[job.job_id] = entry["attempt"]
                 added += 1
@@ -354,7 +414,7 @@ class FaultRun:
         self.skipped: Counter[str] = Counter()  # kills not made, by why
         self.epoch = time.time()  # the start of the submissions (set by chaos())
         self.late = 0  # reaped attempts claimed after their kill (attribute_late_claims)
-        self.killed: set[int] = set()
+        self.spared: set[int] = set()  # the processes of every killed tree
         self.started = time.monotonic()
         self.deadline = self.started + args.max_seconds
         self.chaos_seconds = 0.0
@@ -388,10 +448,11 @@ class FaultRun:
         self.store.ping()
 
     def warm_up(self) -> None:
-        """One job per engine, outside the workload: both engines consume when they end."""
+        """One job per lane, outside the workload: every lane consumes when they end."""
         probes = [
             self.app.short_job.enqueue(f"{self.prefix}:probe:celery", 0.0),
             self.app.long_job.enqueue(f"{self.prefix}:probe:rq", 0.0),
+            self.app.io_call.enqueue(f"{self.prefix}:probe:io", 0.0),
         ]
         for job in probes:
             job.wait(120)
@@ -399,23 +460,25 @@ class FaultRun:
     # -- chaos: submit and kill -------------------------------------------------------------
 
     def submit(self, spec: Spec) -> None:
-        fn = self.app.short_job if spec.engine == "celery" else self.app.long_job
-        self.submitted.append((spec, fn.enqueue(spec.counter, spec.seconds).id))
+        fn = {"celery": self.app.short_job, "rq": self.app.long_job, "io": self.app.io_call}
+        self.submitted.append((spec, fn[spec.lane].enqueue(spec.counter, spec.seconds).id))
 
     def try_kill(self, kind: str) -> bool:
         """SIGKILL a process of ``kind`` if one runs a job now; False if none does."""
-        pids = targets(kind, running_jobs(self.store), self.fleet, self.killed)
+        table = process_table()
+        pids = targets(kind, running_jobs(self.store), self.fleet, self.spared, table)
         if not pids:
             return False
         pid = self.rng.choice(pids)
+        tree = sorted({pid} | descendants(pid, table))
         at = self.fleet.kill(pid)
         if at is None:
             return False  # it exited meanwhile: look again
-        kill = Kill(kind, pid, at)
-        kill.jobs = hit_jobs(kill, running_jobs(self.store), self.killed)
-        self.killed.add(pid)
+        kill = Kill(kind, pid, at, tree)
+        kill.jobs = hit_jobs(kill, running_jobs(self.store), self.spared)
+        self.spared.update(tree)
         self.kills.append(kill)
-        self.fleet.replace_celery(pid)
+        self.fleet.replace(pid)
         return True
 
     def chaos(self) -> None:
@@ -542,21 +605,25 @@ def worker_lost(entry: dict[str, Any] | None) -> bool:
     return bool(entry and (entry.get("error") or {}).get("type") == "WorkerLost")
 
 
-def detection_delays(kills: list[Kill], jobs: Mapping[str, Final]) -> list[float]:
-    """SIGKILL to reap, for each attempt that was running in a killed process and was
-    reaped (an orphaned horse that finishes its job is, rightly, never reaped)."""
+def detection_delays(kills: list[Kill], jobs: Mapping[str, Final]) -> list[tuple[str, float]]:
+    """(kind of kill, SIGKILL to reap) for each attempt that was running in a killed
+    process and was reaped (an orphaned horse that finishes its job is, rightly, never
+    reaped)."""
     delays = []
     for kill in kills:
         for job_id, attempt in kill.jobs.items():
             entry = entry_of(jobs[job_id], attempt)
             if entry is not None and worker_lost(entry):
-                delays.append(entry["finished_at"] / 1000 - kill.at)
+                delays.append((kill.kind, entry["finished_at"] / 1000 - kill.at))
     return delays
 
 
 def orphans_rerun(kills: list[Kill], jobs: Mapping[str, Final]) -> tuple[int, int]:
-    """(attempts orphaned by an rq-worker kill, how many of them were reaped and re-run)."""
-    orphaned = [(job_id, a) for k in kills if k.kind == "rq-worker" for job_id, a in k.jobs.items()]
+    """(attempts orphaned by an rq-worker or rq-pool kill, how many of them were reaped
+    and re-run)."""
+    orphaned = [
+        (job_id, a) for k in kills if k.kind in ORPHANING_KINDS for job_id, a in k.jobs.items()
+    ]
     rerun = sum(worker_lost(entry_of(jobs[job_id], a)) for job_id, a in orphaned)
     return len(orphaned), rerun
 
@@ -576,16 +643,17 @@ def per_kind(kills: list[Kill]) -> str:
 
 def header(run: FaultRun) -> list[str]:
     s, args = run.runtime.settings, run.args
-    n_celery = sum(spec.engine == "celery" for spec in run.specs)
+    n = Counter(spec.lane for spec in run.specs)
     lease_note = "production default" if not args.lease_ttl else "set by --lease-ttl"
     jan_note = "production default" if not args.janitor_interval else "set by --janitor-interval"
     return [
-        f"fault run: {args.jobs} jobs ({n_celery} celery sleep 0-200 ms, "
-        f"{args.jobs - n_celery} rq sleep 0.5-3 s), retries {{max: 2}}, submitted over "
-        f"{args.submit_seconds:g} s; SIGKILL every {args.kill_every:g} s meanwhile; "
-        f"seed {args.seed}",
+        f"fault run: {args.jobs} jobs ({n['celery']} celery sleep 0-200 ms, "
+        f"{n['rq']} rq sleep 0.5-3 s, {n['io']} io lane await 0.2-2 s), retries {{max: 2}}, "
+        f"submitted over {args.submit_seconds:g} s; SIGKILL every {args.kill_every:g} s "
+        f"meanwhile; seed {args.seed}",
         f"workers: {args.celery_workers} celery x concurrency {args.celery_concurrency}, "
-        f"1 rq supervisor x {args.rq_concurrency}; {os.cpu_count()} CPUs",
+        f"{args.rq_workers} rq pool x {args.rq_concurrency}, "
+        f"{args.io_workers} io lane x {args.io_concurrency}; {os.cpu_count()} CPUs",
         f"lease TTL {s.lease_ttl:g} s ({lease_note}; renewed every {s.lease_ttl / 3:g} s), "
         f"janitor reap interval {s.janitor_interval:g} s ({jan_note}); "
         f"celery visibility timeout {run.runtime.derived.visibility_timeout} s",
@@ -612,7 +680,7 @@ def anomalies(f: Figures, kills: list[Kill]) -> list[Final]:
     rerun = {
         job_id
         for k in kills
-        if k.kind == "rq-worker"
+        if k.kind in ORPHANING_KINDS
         for job_id, a in k.jobs.items()
         if worker_lost(entry_of(by_id[job_id], a))
     }
@@ -636,7 +704,7 @@ def anomaly_lines(run: FaultRun, f: Figures, limit: int = 12) -> list[str]:
             if job.job_id in k.jobs
         ]
         lines.append(
-            f"  {job.job_id} {job.spec.engine} submitted {job.spec.offset:.1f}s: {job.state}, "
+            f"  {job.job_id} {job.spec.lane} submitted {job.spec.offset:.1f}s: {job.state}, "
             f"attempts {job.attempts}, executions {job.executions}; "
             f"killed: {', '.join(hits) or 'never'}; history: {history_text(job, run.epoch)}"
         )
@@ -655,7 +723,7 @@ class Figures:
     others: list[Final]
     states: Counter[str]
     reasons: Counter[str]
-    delays: list[float]
+    delays: list[tuple[str, float]]  # (kind of kill, seconds from SIGKILL to reap)
     orphaned: int
     rerun: int
 
@@ -713,33 +781,40 @@ def execution_lines(f: Figures) -> list[str]:
     return [
         "executions per job (each task's own Redis counter):",
         f"  running in a killed process ({len(f.hit)} jobs): {distribution(f.hit)}",
-        f"    attempts orphaned by an rq-worker kill: {f.orphaned}, "
+        f"    attempts orphaned by an rq-worker or rq-pool kill: {f.orphaned}, "
         f"of which reaped and run again: {f.rerun}",
         f"  all others ({len(f.others)} jobs): {distribution(f.others)}",
         f"  jobs that ran more often than their record has attempts: {over}",
     ]
 
 
-def delay_line(f: Figures) -> str:
+def delay_lines(f: Figures) -> list[str]:
     if not f.delays:
-        return "detection delay: no attempt was reaped"
-    return (
-        f"detection delay (SIGKILL to the WorkerLost reap, {len(f.delays)} attempts): "
-        f"median {statistics.median(f.delays):.1f} s, longest {max(f.delays):.1f} s "
-        "(README target: 60 s with the default settings)"
-    )
+        return ["detection delay: no attempt was reaped"]
+    every = [d for _, d in f.delays]
+    by_kind = []
+    for kind in KINDS:
+        of = [d for k, d in f.delays if k == kind]
+        if of:
+            by_kind.append(
+                f"{kind} {len(of)}: median {statistics.median(of):.1f} s, longest {max(of):.1f} s"
+            )
+    return [
+        f"detection delay (SIGKILL to the WorkerLost reap, {len(every)} attempts): "
+        f"median {statistics.median(every):.1f} s, longest {max(every):.1f} s "
+        "(README target: 60 s with the default settings)",
+        f"  by kind of kill: {'; '.join(by_kind)}",
+    ]
 
 
 def latency_line(jobs: list[Final]) -> str:
     """The slowest submit-to-end per engine: a message held by a dead worker shows here
     (kombu redelivers it only after the visibility timeout)."""
     parts = []
-    for engine in ("celery", "rq"):
-        took = sorted(j.took for j in jobs if j.spec.engine == engine and j.took is not None)
+    for lane in LANES:
+        took = sorted(j.took for j in jobs if j.spec.lane == lane and j.took is not None)
         if took:
-            parts.append(
-                f"{engine} median {statistics.median(took):.1f} s, longest {took[-1]:.1f} s"
-            )
+            parts.append(f"{lane} median {statistics.median(took):.1f} s, longest {took[-1]:.1f} s")
     return "submission to end of finished jobs: " + ("; ".join(parts) or "none")
 
 
@@ -751,12 +826,12 @@ def report(run: FaultRun, jobs: list[Final]) -> tuple[list[str], bool]:
     if skipped:
         lines.append(f"  kills not made: {skipped}")
     lines.append(
-        f"  jobs running in the killed process: {len(f.hit)} (of which {run.late} claimed "
-        "by a process of a killed worker just after the kill, seen from their WorkerLost entry)"
+        f"  jobs running in a killed process: {len(f.hit)} (of which {run.late} claimed "
+        "by a process of a killed tree just after the kill, seen from their WorkerLost entry)"
     )
     lines += outcome_lines(f)
     lines += execution_lines(f)
-    lines.append(delay_line(f))
+    lines += delay_lines(f)
     lines.append(latency_line(jobs))
     lines.append(
         f"stuck (running or queued {run.args.drain_seconds:g} s after the last "
@@ -790,7 +865,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--celery-workers", type=int, default=2)
     p.add_argument("--celery-concurrency", type=int, default=2)
-    p.add_argument("--rq-concurrency", type=int, default=3)
+    p.add_argument("--rq-workers", type=int, default=1, help="RQ pools")
+    p.add_argument("--rq-concurrency", type=int, default=3, help="RQ workers per pool")
+    p.add_argument("--io-workers", type=int, default=1, help="I/O lane processes")
+    p.add_argument("--io-concurrency", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     p.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")

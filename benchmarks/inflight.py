@@ -132,7 +132,8 @@ class Bench:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise SystemExit(f"a worker exited at start: see {self.tmp / 'workers.log'}")
+                tail = (self.tmp / "workers.log").read_text(errors="replace")[-4000:]
+                raise SystemExit(f"a worker exited at start: {proc.args}\n{tail}")
             if (raw and len(tree(proc.pid)) > 1) or (raw and "threads" in str(proc.args)):
                 time.sleep(3)  # raw workers publish no heartbeat: give them time to connect
                 return

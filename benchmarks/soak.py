@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskrouter.settings import RUNTIME_SKETCH_SIZE
 from taskrouter.states import STATES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,11 +339,12 @@ def run(
         registry = WorkerRegistry(runtime.store)
         _until(lambda: registry.alive("celery") and registry.alive("rq"), 60, "the workers")
         # The baseline is a stack that has run jobs before (RQ's queue set, the counters,
-        # the scripts in Redis' cache): a few jobs of each engine, expired and swept.
-        warm = 20
+        # the scripts in Redis' cache, each profile's run time sketch, which is capped):
+        # enough jobs of each engine to fill the sketches, expired and swept.
+        warm = 2 * RUNTIME_SKETCH_SIZE
         for i in range(warm):
             (soak_app.soak_celery if i % 2 else soak_app.soak_rq).enqueue(i, _fails(i, 4))
-        _drain(runtime, warm, 60)
+        _drain(runtime, warm, 120)
         time.sleep(parse_duration(keep) + 0.5)
         janitor_pass(env)
         outcome.points.append(measure("before", runtime, prefix))

@@ -20,7 +20,9 @@ explain`` shows exactly what runs. Per profile:
 - ``long_running`` = ``expected_latency`` >= 1 s. A Celery worker consuming such a queue
   gets prefetch multiplier 1: with Celery's default 4, short tasks would sit reserved
   behind a long one on a busy process while other processes are idle. Queues of only
-  sub-second tasks keep 4, which saves a broker round trip per task.
+  sub-second tasks keep 4, which saves a broker round trip per task. A queue of a
+  profile routed by its observed run times (``routing.adaptive``) gets 1 too: whatever
+  it declares, its tasks may run for seconds while it stays on the prefork lane.
 - ``concurrency`` and ``rate_limit``: copied; they are global caps enforced by
   taskrouter across every worker of both engines, not per-worker engine settings.
 
@@ -57,9 +59,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from taskrouter.classify import Rule, classify
+from taskrouter.classify import Rule, adaptive, classify
 from taskrouter.durations import format_duration
 from taskrouter.errors import PolicyError, PolicyProblem
+from taskrouter.observed import candidate_lanes, lane_queue
 from taskrouter.policy import LANE_ENGINE, Engine, Lane, Policy, Profile, RateLimit, Retries
 
 GRACE_FRACTION = 0.1
@@ -76,6 +79,7 @@ VISIBILITY_MARGIN_MIN = 60.0
 VISIBILITY_FLOOR = 300
 IO_CONCURRENCY = 1000  # calls in flight per lane process for a profile with no global cap
 IO_MAX_CONCURRENCY = 10_000
+_ALL_LANES: tuple[Lane, ...] = ("prefork", "fork", "io")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +181,9 @@ def _settings(policy: Policy, profile: Profile) -> ProfileSettings:
 
 def celery_profiles(policy: Policy) -> list[Profile]:
     """The profiles of ``policy`` that hold a Celery message while they run (Celery's
-    prefork lane; the I/O lane acknowledges at start), in file order."""
-    return [p for p in policy.profiles.values() if classify(p, policy.routing).lane == "prefork"]
+    prefork lane, or may with adaptive routing; the I/O lane acknowledges at start), in
+    file order."""
+    return [p for p in policy.profiles.values() if "prefork" in candidate_lanes(p, policy.routing)]
 
 
 def lane_problems(
@@ -189,8 +194,12 @@ def lane_problems(
     of them. An RQ queue and a Celery queue of one name are different queues."""
     first: dict[tuple[str, str], tuple[str, Lane]] = {}
     problems = []
-    for profile in policy.profiles.values():
-        queue, lane = profile.queue or profile.name, classify(profile, policy.routing).lane
+    pairs = [
+        (profile, lane_queue(profile, policy.routing, lane), lane)
+        for profile in policy.profiles.values()
+        for lane in candidate_lanes(profile, policy.routing)
+    ]
+    for profile, queue, lane in pairs:
         other = first.setdefault((queue, LANE_ENGINE[lane]), (profile.name, lane))
         if other[1] != lane:
             line = lines.get(profile.name) if lines is not None else profile.line
@@ -297,7 +306,8 @@ def _visibility_window(policy: Policy, settings: Mapping[str, ProfileSettings]) 
 def prefetch_multiplier(derived: Derived, queues: Iterable[str]) -> int:
     """The Celery prefetch multiplier for a prefork worker consuming ``queues``.
 
-    1 when any prefork profile on those queues is long_running, else 4.
+    1 when any prefork profile on those queues is long_running, or is routed by its
+    observed run times (which may be seconds while it stays short), else 4.
     """
     wanted = set(queues)
     long_running = any(
@@ -305,7 +315,13 @@ def prefetch_multiplier(derived: Derived, queues: Iterable[str]) -> int:
         for s in derived.profiles.values()
         if s.lane == "prefork" and s.queue in wanted
     )
-    return PREFETCH_LONG if long_running else PREFETCH_SHORT
+    routing = derived.policy.routing
+    observed = any(
+        lane_queue(p, routing, "prefork") in wanted
+        for p in derived.policy.profiles.values()
+        if "prefork" in candidate_lanes(p, routing) and adaptive(p, routing)
+    )
+    return PREFETCH_LONG if long_running or observed else PREFETCH_SHORT
 
 
 def io_concurrency(derived: Derived, queues: Iterable[str]) -> int:
@@ -317,8 +333,14 @@ def io_concurrency(derived: Derived, queues: Iterable[str]) -> int:
 
 
 def lane_queues(derived: Derived, lane: Lane) -> list[str]:
-    """The queue names a lane's workers consume, sorted, each once."""
-    return sorted({s.queue for s in derived.profiles.values() if s.lane == lane})
+    """The queue names a lane's workers consume, sorted, each once: with adaptive
+    routing, the queues of every profile that may move to the lane too."""
+    routing = derived.policy.routing
+    queues = {s.queue for s in derived.profiles.values() if s.lane == lane}
+    for profile in derived.policy.profiles.values():
+        if lane in candidate_lanes(profile, routing):
+            queues.add(lane_queue(profile, routing, lane))
+    return sorted(queues)
 
 
 def celery_queues(derived: Derived) -> list[str]:
@@ -333,4 +355,5 @@ def rq_queues(derived: Derived) -> list[str]:
 
 def engine_queues(derived: Derived, engine: Engine) -> list[str]:
     """Every queue of an engine, whatever the lane (queue depths, tools)."""
-    return sorted({s.queue for s in derived.profiles.values() if s.backend == engine})
+    lanes: list[Lane] = [lane for lane in _ALL_LANES if LANE_ENGINE[lane] == engine]
+    return sorted({q for lane in lanes for q in lane_queues(derived, lane)})

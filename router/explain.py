@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from taskrouter.classify import adaptive
 from taskrouter.derive import (
     IO_CONCURRENCY,
     Derived,
@@ -14,6 +15,7 @@ from taskrouter.derive import (
     profile_visibility_need,
 )
 from taskrouter.durations import format_duration
+from taskrouter.observed import candidate_lanes, lane_queue
 from taskrouter.policy import Retries
 
 CHECK_COLUMNS = ("profile", "backend", "lane", "queue", "timeout", "retries", "reason")
@@ -37,7 +39,22 @@ def render_check(derived: Derived) -> str:
     lines = _table(CHECK_COLUMNS, rows)
     lines.append("")
     lines.append(_visibility_line(derived))
+    lines.extend(_adaptive_lines(derived))
     return "\n".join(lines)
+
+
+def _adaptive_lines(derived: Derived) -> list[str]:
+    routing = derived.policy.routing
+    tuning = routing.adaptive
+    names = [p.name for p in derived.policy.profiles.values() if adaptive(p, routing)]
+    if tuning is None or not names:
+        return []
+    return [
+        f"routing.adaptive: {', '.join(names)} go where their observed p90 says once they "
+        f"have {tuning.min_samples} runs (band {tuning.band:.0%}, dwell "
+        f"{format_duration(tuning.dwell)}); the table shows the declared routing, "
+        "`taskrouter policy advise` the observed one"
+    ]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -96,9 +113,29 @@ def render_explain(derived: Derived, name: str) -> str:
             else "no global cap",
         ),
         *_engine_specific(derived, settings),
+        *_adaptive(derived, name),
     ]
     width = max(len(key) for key, _ in pairs)
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in pairs)
+
+
+def _adaptive(derived: Derived, name: str) -> list[tuple[str, str]]:
+    routing, profile = derived.policy.routing, derived.policy.profile(name)
+    tuning = routing.adaptive
+    if tuning is None or not adaptive(profile, routing):
+        return []
+    lanes = ", ".join(
+        f"{lane} (queue {lane_queue(profile, routing, lane)})"
+        for lane in candidate_lanes(profile, routing)
+    )
+    return [
+        (
+            "adaptive",
+            f"routed by its observed p90 after {tuning.min_samples} runs (band "
+            f"{tuning.band:.0%}, dwell {format_duration(tuning.dwell)}); served on {lanes}: "
+            "taskrouter policy advise shows it now",
+        )
+    ]
 
 
 def _limits(settings: ProfileSettings) -> list[tuple[str, str]]:
@@ -130,7 +167,8 @@ def _engine_specific(derived: Derived, settings: ProfileSettings) -> list[tuple[
     profile = derived.policy.profile(settings.profile)
     multiplier = prefetch_multiplier(derived, [settings.queue])
     why = (
-        "a profile with expected_latency >= 1s uses this queue"
+        "a profile with expected_latency >= 1s, or routed by its observed run times, uses "
+        "this queue"
         if multiplier == 1
         else "only sub-second tasks on this queue"
     )

@@ -68,6 +68,11 @@ class Keys:
         """String: the job id that holds an idempotency key."""
         return f"{self.prefix}:idem:{profile}:{key}"
 
+    def periodic(self, name: str) -> str:
+        """Hash: one schedule's state (last_tick: the last tick taken, ms; last_job,
+        last_run: the last tick that made a job, its id and when it was made)."""
+        return f"{self.prefix}:periodic:{name}"
+
     def worker(self, name: str) -> str:
         """Hash with a TTL: a live worker's heartbeat."""
         return f"{self.prefix}:worker:{name}"
@@ -103,3 +108,21 @@ class Keys:
         """Hash: the event counters' totals, sampled once a minute (field: epoch minute)
         by the API for the dashboard's per-minute chart; kept two hours."""
         return f"{self.prefix}:minutes"
+
+    def runtimes(self, profile: str) -> str:
+        """List: the run times (ms) of a profile's last attempts, newest first, capped at
+        RUNTIME_SKETCH_SIZE (finish.lua); what adaptive routing and ``policy advise`` read."""
+        return f"{self.prefix}:runtimes:{profile}"
+
+    def task_runtimes(self, profile: str, task: str) -> str:
+        """List: the same, for one task of a profile."""
+        return f"{self.prefix}:runtimes:{profile}:{task}"
+
+    def runtime_tasks(self, profile: str) -> str:
+        """Set: the tasks of a profile that have a run time sketch (task_runtimes)."""
+        return f"{self.prefix}:runtime-tasks:{profile}"
+
+    def route(self, profile: str) -> str:
+        """Hash: where adaptive routing sends a profile since its last switch (backend,
+        lane, queue, long, since_ms, reason, switches)."""
+        return f"{self.prefix}:route:{profile}"

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .schedule import Schedule
 
 Shape = Literal["isolated", "chain", "group", "chord"]
 BackendChoice = Literal["auto", "celery", "rq"]
@@ -81,6 +84,20 @@ class Profile:
 
 
 @dataclass(frozen=True, slots=True)
+class Adaptive:
+    """``routing.adaptive``: route ``backend: auto`` profiles by their observed p90 run time.
+
+    ``min_samples`` runs before observation decides; the p90 must fall below
+    ``long_after`` x (1 - ``band``) before a long profile turns short again; a profile
+    stays at least ``dwell`` seconds where a switch put it.
+    """
+
+    min_samples: int = 50
+    band: float = 0.25
+    dwell: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Routing:
     long_after: float = 30.0
     workflows: WorkflowMode = "celery"
@@ -88,6 +105,8 @@ class Routing:
     # derived one (brokers shared with other apps, where the shortest window wins);
     # a Celery-routed profile that does not fit in it is refused.
     celery_visibility_timeout: float | None = None
+    # routing.adaptive: None (off, the default) or the settings of observed routing.
+    adaptive: Adaptive | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +115,8 @@ class Policy:
     routing: Routing
     profiles: Mapping[str, Profile]
     version: int = 1
+    # Periodic tasks (``schedules:``), run by the janitors: router/schedule.py.
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     def profile(self, name: str) -> Profile:
         try:

@@ -43,6 +43,7 @@ from taskrouter.policy import (
     WorkflowMode,
 )
 
+from .policy_adaptive import read_adaptive
 from .policy_yaml import (
     MAX_FILE_BYTES,
     NAME_RE,
@@ -52,10 +53,11 @@ from .policy_yaml import (
     line_of,
     shown,
 )
+from .schedule_file import read_schedules
 
 SUPPORTED_VERSION = 1
-TOP_KEYS = ("version", "routing", "defaults", "profiles")
-ROUTING_KEYS = ("long_after", "workflows", "celery_visibility_timeout")
+TOP_KEYS = ("version", "routing", "defaults", "profiles", "schedules")
+ROUTING_KEYS = ("long_after", "workflows", "celery_visibility_timeout", "adaptive")
 DEFAULTS_KEYS = ("timeout", "retries", "keep_results")
 PROFILE_KEYS = (
     "expected_latency",
@@ -159,7 +161,8 @@ class _Reader(NodeReader):
         routing = self._routing(top.get("routing"))
         defaults = self._defaults(top.get("defaults"))
         profiles = self._profiles(top.get("profiles"), routing, defaults)
-        policy = Policy(path=self.path, routing=routing, profiles=profiles)
+        schedules = read_schedules(self, top.get("schedules"))
+        policy = Policy(path=self.path, routing=routing, profiles=profiles, schedules=schedules)
         if self._routing_ok:
             self._check_visibility(policy)
         return policy
@@ -188,11 +191,13 @@ class _Reader(NodeReader):
         window = self.optional(
             body, "routing", "celery_visibility_timeout", self.positive_duration, None
         )
+        adaptive = read_adaptive(self, body.get("adaptive"))
         self._routing_ok = len(self.problems) == before
         return Routing(
             long_after=long_after if long_after is not None else 30.0,
             workflows=_workflow_mode(workflows),
             celery_visibility_timeout=window,
+            adaptive=adaptive,
         )
 
     def _defaults(self, entry: Entry | None) -> _Defaults:

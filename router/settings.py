@@ -42,6 +42,14 @@ RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 QUICK_FAILURES = 5
 QUICK_FAILURE = 10.0
 
+# Adaptive routing (routing.adaptive): the run times of this many last attempts are kept
+# per profile and per task (a capped Redis list each, written by finish.lua), for this
+# long after the last one; an enqueuing process rereads a profile's route at most this
+# often.
+RUNTIME_SKETCH_SIZE = 200
+RUNTIME_SKETCH_TTL = 30 * 86400
+ROUTE_CACHE_TTL = 1.0
+
 # Jobs changed outside taskrouter (backends/reconcile.py): a queued job whose dispatch was
 # queued this many janitor intervals ago is looked for in its engine, at most
 # RECONCILE_BATCH records per pass; a broker queue longer than RECONCILE_MAX_QUEUE is

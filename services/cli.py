@@ -3,48 +3,18 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import replace
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from taskrouter.errors import JobNotFound, PolicyError, TaskrouterError
+from taskrouter.errors import TaskrouterError
 from taskrouter.settings import Settings
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(fn: F) -> F:
-    """Print taskrouter errors as one clear message and exit 1, never a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except PolicyError as exc:
-            click.echo(str(exc), err=True)
-            sys.exit(1)
-        except JobNotFound as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except TaskrouterError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+from . import cli_read, schedules
+from .cli_common import F, friendly, policy_option, settings_for, setup_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,16 +31,6 @@ def policy() -> None:
     """Check and explain policies.yaml."""
 
 
-def _policy_option(fn: F) -> F:
-    return click.option(
-        "--policy",
-        "policy_path",
-        default=None,
-        metavar="FILE",
-        help="policy file (default: $TASKROUTER_POLICY or ./policies.yaml)",
-    )(fn)
-
-
 def _derived(policy_path: str | None) -> Any:
     from taskrouter.derive import derive
     from taskrouter.policy_file import load_policy
@@ -79,18 +39,21 @@ def _derived(policy_path: str | None) -> Any:
 
 
 @policy.command("check")
-@_policy_option
+@policy_option
 @friendly
 def policy_check(policy_path: str | None) -> None:
     """Validate the policy; print each profile, its engine and why."""
     from taskrouter.explain import render_check
 
-    click.echo(render_check(_derived(policy_path)))
+    from .schedules import render_defined
+
+    derived = _derived(policy_path)
+    click.echo(render_check(derived) + render_defined(derived.policy.schedules))
 
 
 @policy.command("explain")
 @click.argument("profile")
-@_policy_option
+@policy_option
 @friendly
 def policy_explain(profile: str, policy_path: str | None) -> None:
     """Print the routing decision and every derived setting of PROFILE."""
@@ -103,6 +66,20 @@ def policy_explain(profile: str, policy_path: str | None) -> None:
             + ", ".join(sorted(derived.profiles))
         )
     click.echo(render_explain(derived, profile))
+
+
+@policy.command("advise")
+@policy_option
+@click.option("--json", "as_json", is_flag=True, help="each profile's figures as JSON")
+@friendly
+def policy_advise(policy_path: str | None, as_json: bool) -> None:
+    """Each profile's declared expected_latency against its observed run times (p50,
+    p95, count), the engine and lane those would choose, and the policy edit to make."""
+    from taskrouter.services import advise
+
+    derived = _derived(policy_path)
+    seen = advise.gather(derived, Settings.from_env())
+    click.echo(json.dumps(seen, indent=2) if as_json else advise.render(derived, seen))
 
 
 # -- worker, janitor ------------------------------------------------------------------------
@@ -136,7 +113,7 @@ def policy_explain(profile: str, policy_path: str | None) -> None:
     show_default=True,
     help="Celery task events, for Flower and `celery events`",
 )
-@_policy_option
+@policy_option
 @click.option("-v", "--verbose", is_flag=True)
 @friendly
 def worker(
@@ -153,11 +130,16 @@ def worker(
     from .worker import run_worker
 
     chosen = _lane(backend, lane)
-    _logging(verbose)
+    setup_logging(verbose)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     sys.exit(
         run_worker(
-            app_module, chosen, names, concurrency, events=events, settings=_settings(policy_path)
+            app_module,
+            chosen,
+            names,
+            concurrency,
+            events=events,
+            settings=settings_for(policy_path),
         )
     )
 
@@ -171,79 +153,32 @@ def _lane(backend: str | None, lane: str | None) -> Any:
     return lane or by_backend[backend or ""]
 
 
-def _settings(policy_path: str | None) -> Settings:
-    settings = Settings.from_env()
-    return replace(settings, policy_path=policy_path) if policy_path else settings
-
-
 @main.command()
 @click.option("--app", "app_module", default=None, help="module of @task functions (optional)")
 @click.option("--once", is_flag=True, help="one pass, print what it did, and exit")
-@_policy_option
+@policy_option
 @friendly
 def janitor(app_module: str | None, once: bool, policy_path: str | None) -> None:
-    """Retry or fail jobs whose worker died; requeue what dead workers held; sweep."""
+    """Retry or fail jobs whose worker died; requeue what dead workers held; sweep; make
+    the jobs of the policy's schedules (those whose task --app registers)."""
     from taskrouter.backends.duties import Duties
     from taskrouter.backends.runtime import Runtime
 
     from .janitor import run_forever
-    from .worker import import_app
+    from .worker import check_schedules, import_app
 
-    _logging(False)
+    setup_logging(False)
     if app_module:
         import_app(app_module)
-    runtime = Runtime.from_env(_settings(policy_path), engines=())
+    runtime = Runtime.from_env(settings_for(policy_path), engines=())
+    if app_module:
+        check_schedules(runtime)
     runtime.publish_limits()
     duties = Duties(runtime)
     if once:
         click.echo(json.dumps(duties.run_once()))
         return
     run_forever(duties)
-
-
-# -- status ---------------------------------------------------------------------------------
-
-
-@main.command()
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="the job as JSON")
-@_policy_option
-@friendly
-def status(job_id: str, as_json: bool, policy_path: str | None) -> None:
-    """Show one job, whichever engine ran it, or one workflow and its member jobs."""
-    from taskrouter import get_job
-
-    if policy_path:
-        os.environ["TASKROUTER_POLICY"] = policy_path
-
-    try:
-        job = get_job(job_id).to_dict()
-    except JobNotFound:
-        job = _workflow_or_not_found(job_id)  # [workflows] a workflow id shows the workflow
-    if as_json:
-        click.echo(json.dumps(job, indent=2))
-        return
-    for key, value in job.items():
-        if key == "jobs":  # [workflows] one line per member, in order
-            click.echo("jobs:")
-            for m in value:
-                click.echo(f"  {m['id']}  {m['state']:9}  {m['backend']:6}  {m['task']}")
-            continue
-        if isinstance(value, dict | list):
-            value = json.dumps(value)
-        click.echo(f"{key:12} {'' if value is None else value}")
-
-
-def _workflow_or_not_found(some_id: str) -> dict[str, Any]:
-    # [workflows] job ids and workflow ids look alike: a status of either works.
-    from taskrouter import get_workflow
-
-    try:
-        return get_workflow(some_id).to_dict()
-    except JobNotFound:
-        missing = JobNotFound(some_id)
-        missing.args = (f"job or workflow {some_id!r} not found",)
-        raise missing from None
 
 
 # -- demo -------------------------------------------------------------------------------------
@@ -254,7 +189,7 @@ def _workflow_or_not_found(some_id: str) -> dict[str, Any]:
     "--embedded", is_flag=True, help="use a private embedded server even if Redis answers"
 )
 @click.option("--jobs", type=click.IntRange(1, 10_000), default=None, help="size of the workload")
-@_policy_option
+@policy_option
 @friendly
 def demo(embedded: bool, jobs: int | None, policy_path: str | None) -> None:
     """The README's main job: both engines, a mixed workload, a summary."""
@@ -265,7 +200,7 @@ def demo(embedded: bool, jobs: int | None, policy_path: str | None) -> None:
     sys.exit(run_demo(force_embedded=embedded, size=jobs))
 
 
-# -- api, jobs ------------------------------------------------------------------------------
+# -- api ------------------------------------------------------------------------------
 
 
 def _allowed_host_option(fn: F) -> F:
@@ -298,7 +233,7 @@ def _allowed_host_option(fn: F) -> F:
 )
 @_allowed_host_option
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
-@_policy_option
+@policy_option
 @friendly
 def api(
     app_module: str,
@@ -314,7 +249,7 @@ def api(
     from .api.limits import DEFAULT_MAX_BODY
     from .api.server import serve
 
-    _logging(False)
+    setup_logging(False)
     sys.exit(
         serve(
             app_module,
@@ -324,111 +259,9 @@ def api(
             max_body_bytes=max_body or DEFAULT_MAX_BODY,
             allowed_hosts=allowed_hosts,
             access_log=access_log,
-            settings=_settings(policy_path),
+            settings=settings_for(policy_path),
         )
     )
-
-
-@main.command()
-@click.option(
-    "--state",
-    type=click.Choice(
-        ["queued", "scheduled", "running", "retrying", "succeeded", "failed", "canceled"]
-    ),
-)
-@click.option("--profile", default=None)
-@click.option("--backend", type=click.Choice(["celery", "rq"]), default=None)
-@click.option("--task", "task_name", default=None, metavar="NAME")
-@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
-@click.option("--cursor", default=None, help="next_cursor of the previous page")
-@click.option("--json", "as_json", is_flag=True, help="the page as the API's JSON")
-@friendly
-def jobs(
-    state: str | None,
-    profile: str | None,
-    backend: str | None,
-    task_name: str | None,
-    limit: int,
-    cursor: str | None,
-    as_json: bool,
-) -> None:
-    """List jobs of both engines, newest first (the same query as GET /jobs)."""
-    from taskrouter.backends.queries import JobFilter, list_jobs
-    from taskrouter.backends.store import JobStore
-
-    settings = Settings.from_env()
-    # The records alone: no policy file or engine is needed to read them.
-    store = JobStore.from_url(settings.redis_url, settings.key_prefix)
-    try:
-        filters = JobFilter(state=state, profile=profile, backend=backend, task=task_name)
-        page = list_jobs(store, filters, limit=limit, cursor=cursor)
-    finally:
-        store.close()
-    if as_json:
-        click.echo(json.dumps(page.to_dict(), indent=2))
-        return
-    click.echo(_jobs_table([job.to_dict() for job in page.items]))
-    if page.next_cursor:
-        click.echo(f"\nmore: taskrouter jobs ... --cursor {page.next_cursor}")
-
-
-_JOB_COLUMNS = ("id", "task", "profile", "backend", "state", "attempts", "created_at")
-
-
-def _jobs_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no jobs"
-    cells = [[str(r.get(c) if r.get(c) is not None else "") for c in _JOB_COLUMNS] for r in rows]
-    return _table([c.upper() for c in _JOB_COLUMNS], cells)
-
-
-def _table(header: list[str], cells: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *cells]
-    )
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="the workers as JSON")
-@friendly
-def workers(as_json: bool) -> None:
-    """List live workers of every engine and lane, counted as `celery inspect` and
-    `rq info` count them, with their processes and queues."""
-    from dataclasses import asdict
-
-    from taskrouter.backends.heartbeats import WorkerRegistry, counted
-    from taskrouter.backends.store import JobStore
-
-    settings = Settings.from_env()
-    store = JobStore.from_url(settings.redis_url, settings.key_prefix)
-    try:
-        live = WorkerRegistry(store, settings.worker_alive_window).live()
-    finally:
-        store.close()
-    if as_json:
-        click.echo(json.dumps([asdict(w) for w in live], indent=2))
-        return
-    if not live:
-        click.echo("no live worker")
-        return
-    rows = [
-        [
-            w.engine,
-            w.lane,
-            str(counted(w)),
-            w.name,
-            " ".join(str(p.get("pid")) for p in w.processes),
-            ",".join(w.queues),
-        ]
-        for w in live
-    ]
-    click.echo(_table(["ENGINE", "LANE", "WORKERS", "NAME", "PROCESSES", "QUEUES"], rows))
-    totals: dict[str, int] = {}
-    for w in live:
-        totals[w.engine] = totals.get(w.engine, 0) + counted(w)
-    click.echo("\n" + ", ".join(f"{n} {engine} workers" for engine, n in sorted(totals.items())))
 
 
 @main.command()
@@ -446,7 +279,7 @@ def workers(as_json: bool) -> None:
     "--embedded", is_flag=True, help="use a private embedded server even if Redis answers"
 )
 @_allowed_host_option
-@_policy_option
+@policy_option
 @friendly
 def up(
     app_module: str,
@@ -461,7 +294,7 @@ def up(
     of each engine with its janitor, and the API; Ctrl-C stops it all."""
     from .up import run_up
 
-    _logging(False)
+    setup_logging(False)
     sys.exit(
         run_up(
             app_module,
@@ -473,6 +306,10 @@ def up(
             policy_path=str(Path(policy_path).resolve()) if policy_path else None,
         )
     )
+
+
+for _command in (cli_read.status, cli_read.jobs, cli_read.workers, schedules.schedules):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from taskrouter.derive import lane_queues
 from taskrouter.errors import TaskrouterError
 from taskrouter.policy import LANE_ENGINE, Lane
 from taskrouter.registry import registered
+from taskrouter.schedule_file import check_tasks
 from taskrouter.settings import QUICK_FAILURE, QUICK_FAILURES, RESTART_BACKOFF, Settings
 
 from .processes import cli_command
@@ -69,12 +70,19 @@ def check_profiles(runtime: Runtime) -> None:
         )
 
 
+def check_schedules(runtime: Runtime) -> None:
+    """Every schedule of the policy names a task the app registers (PolicyError)."""
+    policy = runtime.derived.policy
+    check_tasks(policy.schedules, policy.path, registered())
+
+
 def prepare(
     app_module: str, settings: Settings | None = None, *, engines: Sequence[str] = ("celery", "rq")
 ) -> Runtime:
     import_app(app_module)
     runtime = Runtime.from_env(settings, engines=engines)
     check_profiles(runtime)
+    check_schedules(runtime)
     # A worker (re)started while Redis restarts waits for it, as a running one does,
     # rather than exiting for good.
     patiently("worker start", runtime.publish_limits)

@@ -1,14 +1,34 @@
 -- The attempt holding token ARGV[3] ended.
 -- ARGV: prefix, id, token, now_ms, outcome ('succeeded'|'failed'|'retry'), value
---       (result JSON or error JSON), due_ms (for 'retry'), history entry JSON
+--       (result JSON or error JSON), due_ms (for 'retry'), history entry JSON,
+--       sketch size, sketch ttl_ms (the run time sketches of adaptive routing; 0: none)
 -- Returns {'ok', new_state} or {'lost', state} when the attempt no longer owns the job
 -- (canceled, or reaped by the janitor): its outcome is then dropped.
+
+-- The attempt of a record that ended now ran since its started_at: its run time goes
+-- to the front of its profile's and its task's sketches, capped at size entries each.
+local function observe_runtime(key, now, size, ttl)
+  if size <= 0 then return end
+  local f = redis.call('HMGET', key, 'started_at', 'profile', 'task')
+  local started = tonumber(f[1] or '')
+  if not started or not f[2] then return end
+  local took = math.max(0, now - started)
+  for _, list in ipairs({K.runtimes(f[2]), K.task_runtimes(f[2], f[3] or '')}) do
+    redis.call('LPUSH', list, took)
+    redis.call('LTRIM', list, 0, size - 1)
+    redis.call('PEXPIRE', list, ttl)
+  end
+  redis.call('SADD', K.runtime_tasks(f[2]), f[3] or '')
+  redis.call('PEXPIRE', K.runtime_tasks(f[2]), ttl)
+end
+
 local id, now, outcome = ARGV[2], tonumber(ARGV[4]), ARGV[5]
 local key = K.job(id)
 local r = redis.call('HMGET', key, 'state', 'token')
 if r[1] ~= 'running' or r[2] ~= ARGV[3] then return {'lost', r[1] or 'missing'} end
 redis.call('ZREM', K.running, id)
 push_history(key, ARGV[8])
+observe_runtime(key, now, tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '0'))
 if outcome == 'succeeded' then
   end_job(id, key, 'running', 'succeeded', now, 'result', ARGV[6])
   return {'ok', 'succeeded'}

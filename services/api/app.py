@@ -15,7 +15,7 @@ from taskrouter.backends.runtime import Runtime
 from taskrouter.services import ui
 from taskrouter.settings import Settings
 
-from . import bulk, docs, errors, health, jobs, metrics, profiles, workflows
+from . import bulk, docs, errors, health, jobs, metrics, profiles, schedules, workflows
 from .auth import OPEN_PATHS, CrossSiteGuard, HostGuard, TokenAuth
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .schemas import ErrorOut
@@ -75,7 +75,7 @@ def create_app(
         else None,
     )
     app.state.settings = settings
-    for module in (bulk, jobs, workflows, profiles, health, metrics):
+    for module in (bulk, jobs, workflows, profiles, schedules, health, metrics):
         app.include_router(module.router)
     ui.install(app)
     errors.install(app)

@@ -12,6 +12,8 @@ any number of API replicas report the same values and a restart loses nothing.
   from their records at each scrape. They describe recent jobs, not every job since a
   start: ``histogram_quantile`` works on them, ``rate`` does not. Cumulative histograms
   need bucket counters kept at claim and finish time in the Lua scripts.
+- ``taskrouter_route_switches_total{profile,backend,lane,queue}``: switches of adaptive
+  routing (``routing.adaptive``), by the lane (engine, queue) a profile moved to.
 - ``taskrouter_queue_depth{backend,queue}``: messages waiting in each engine queue.
 - ``taskrouter_workers{backend,lane}``: live workers (heartbeats), counted as ``celery
   inspect`` counts Celery workers (one per node) and ``rq info`` counts RQ workers (one
@@ -53,6 +55,7 @@ router = APIRouter(tags=["metrics"])
 RECENT = RECENT_FINISHED
 EVENTS = ("submitted", "succeeded", "failed", "retried", "canceled")
 LABELS = ["profile", "backend", "queue", "task"]
+SWITCHED = "switched_to_"  # the counters' event of route_switch.lua, then the lane
 # Seconds. Queue waits of short jobs are milliseconds; long jobs wait and run for hours.
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
 RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
@@ -106,10 +109,19 @@ class RedisCollector(Collector):
             )
             for event in EVENTS
         }
+        switches = CounterMetricFamily(
+            "taskrouter_route_switches",
+            "Times adaptive routing moved a profile, by the lane it moved to",
+            labels=["profile", "backend", "lane", "queue"],
+        )
         for (event, labels), value in sorted(fig.counters.items(), key=lambda kv: kv[0][0]):
             if event in families:
                 families[event].add_metric(_values(labels), value)
+            elif event.startswith(SWITCHED):
+                lane = event.removeprefix(SWITCHED)
+                switches.add_metric([labels.profile, labels.backend, lane, labels.queue], value)
         yield from families.values()
+        yield switches
 
     def _engines(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(

@@ -19,6 +19,7 @@ from taskrouter.states import STATES
 
 State = Literal["queued", "scheduled", "running", "retrying", "succeeded", "failed", "canceled"]
 Engine = Literal["celery", "rq"]
+Lane = Literal["prefork", "fork", "io"]
 assert set(State.__args__) == set(STATES)  # type: ignore[attr-defined]
 
 
@@ -125,12 +126,54 @@ class RetriesOut(BaseModel):
     backoff: list[float] = Field(description="seconds before each retry; the last repeats")
 
 
+class RunTimesOut(BaseModel):
+    """Run times of a profile's last attempts (its sketch), in seconds."""
+
+    count: int
+    p50: float
+    p90: float
+    p95: float
+
+
+class TaskRunTimesOut(RunTimesOut):
+    """The same, for one task of the profile."""
+
+    task: str
+
+
+class RouteOut(BaseModel):
+    """Where adaptive routing sends a profile's new jobs now."""
+
+    lane: Lane
+    backend: Engine
+    queue: str
+    switched_at: int | None = Field(description="ms since the epoch of the last switch")
+    switches: int
+    rule: Literal["observed", "latency"]
+    reason: str = Field(description="what the observed figures decide now, and why")
+    next_lane: Lane = Field(description="the lane the next janitor pass puts it on")
+
+
+class ObservedOut(BaseModel):
+    """The declared expected_latency against the observed run times, and what they say."""
+
+    expected_latency: float = Field(description="seconds, as declared")
+    observed: RunTimesOut
+    observed_backend: Engine | None = Field(description="where the observed p90 would route it")
+    observed_lane: Lane | None
+    observed_reason: str | None
+    edit: str = Field(description="the policy edit that routes it as observed; empty: none")
+    line: int | None = Field(description="the line of the policy file where the profile starts")
+    tasks: list[TaskRunTimesOut] = Field(description="per task of the profile, by name")
+    adaptive: RouteOut | None = Field(description="null unless routing.adaptive routes it")
+
+
 class ProfileOut(BaseModel):
     """A profile of the policy, where it routes, why, and every derived engine setting."""
 
     profile: str
     backend: Engine
-    rule: Literal["explicit", "workflow", "latency"]
+    rule: Literal["explicit", "workflow", "observed", "latency"]
     reason: str
     queue: str
     timeout: float = Field(description="seconds; Celery's soft time limit")
@@ -142,6 +185,7 @@ class ProfileOut(BaseModel):
     long_running: bool
     concurrency: int | None
     rate_limit: str | None
+    observed: ObservedOut | None = None
 
 
 class ProfilesOut(BaseModel):
@@ -168,3 +212,25 @@ class Readiness(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class ScheduleOut(BaseModel):
+    """A schedule of the policy (``schedules:``), its next and last run."""
+
+    name: str
+    task: str
+    when: str = Field(description="the schedule in words: cron '30 2 * * *' (Europe/Berlin)")
+    cron: str | None = Field(description="the 5-field cron expression, or null")
+    timezone: str | None = Field(description="the cron expression's IANA time zone, or null")
+    every: float | None = Field(description="seconds between ticks of an interval, or null")
+    jitter: float = Field(description="seconds: each job is due up to this long after its tick")
+    missed: Literal["run-once", "skip"] = Field(description="what ticks no janitor took give")
+    next_run: str = Field(description="the next tick, ISO 8601 UTC")
+    last_tick: str | None = Field(description="the last tick taken, with or without a job")
+    last_run: str | None = Field(description="when the last job was made")
+    last_job: str | None = Field(description="the last job's id (GET /jobs/{id})")
+    last_job_state: State | None = Field(description="null: no job yet, or its record expired")
+
+
+class SchedulesOut(BaseModel):
+    schedules: list[ScheduleOut]

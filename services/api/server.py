@@ -10,6 +10,7 @@ from taskrouter.derive import derive
 from taskrouter.errors import TaskrouterError
 from taskrouter.policy_file import load_policy
 from taskrouter.registry import registered
+from taskrouter.schedule_file import check_tasks
 from taskrouter.settings import Settings
 
 from .auth import check_bind, default_allowed_hosts, is_loopback
@@ -50,6 +51,7 @@ def serve(
         raise TaskrouterError(
             f"tasks use profiles that {derived.policy.path} does not define: " + ", ".join(missing)
         )
+    check_tasks(derived.policy.schedules, derived.policy.path, registered())
     if not is_loopback(host) and not settings.api_token:
         log.warning(
             "serving %s without a token (--insecure): anyone who reaches it is trusted", host

@@ -51,54 +51,59 @@ def nice_top(peak: int) -> int:
         magnitude *= 10
 
 
+@dataclass(frozen=True, slots=True)
+class _Scale:
+    left: float
+    right: float
+    upper: float
+    lower: float
+    n: int  # intervals on the x axis
+    top: int  # the y axis' upper bound
+
+    def x(self, i: int) -> float:
+        return round(self.left + (self.right - self.left) * i / self.n, 1)
+
+    def y(self, v: int) -> float:
+        return round(self.lower - (self.lower - self.upper) * v / self.top, 1)
+
+
 def build(minutes: Sequence[Minute]) -> Chart:
     values = {name: [getattr(m, name) for m in minutes] for name in SERIES}
     peak = max([v for vs in values.values() for v in vs if v is not None] or [0])
-    top = nice_top(peak)
-    left, right, upper, lower = LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM
-    n = max(1, len(minutes) - 1)
-
-    def x(i: int) -> float:
-        return round(left + (right - left) * i / n, 1)
-
-    def y(v: int) -> float:
-        return round(lower - (lower - upper) * v / top, 1)
-
-    lines = []
-    for name in SERIES:
-        runs: list[list[tuple[float, float]]] = [[]]
-        dots = []
-        for i, v in enumerate(values[name]):
-            if v is None:
-                if runs[-1]:
-                    runs.append([])
-                continue
-            runs[-1].append((x(i), y(v)))
-            if v:
-                dots.append((x(i), y(v), f"{clock(minutes[i].start_ms)} UTC: {v} {name}"))
-        paths = [" ".join(f"{px},{py}" for px, py in run) for run in runs if len(run) > 1]
-        # A run of one minute is drawn as its dot only.
-        dots += [(run[0][0], run[0][1], "") for run in runs if len(run) == 1]
-        known = [v for v in values[name] if v is not None]
-        lines.append(Line(name, paths, dots, sum(known) if known else None))
-    x_ticks = [
-        Tick(x(i), lower + 16, clock(m.start_ms))
-        for i, m in enumerate(minutes)
-        if i % 10 == 0 or i == len(minutes) - 1
-    ]
-    y_ticks = [Tick(left - 6, y(top * k // 4), f"{top * k // 4:,}") for k in range(5)]
-    step = (right - left) / n
-    columns = [(x(i) - step / 2, step, _tooltip(m)) for i, m in enumerate(minutes)]
-    return Chart(
-        WIDTH,
-        HEIGHT,
-        lines,
-        x_ticks,
-        y_ticks,
-        (left, upper, right, lower),
-        peak == 0,
-        columns,
+    scale = _Scale(
+        LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM, max(1, len(minutes) - 1), nice_top(peak)
     )
+    lines = [_line(name, values[name], minutes, scale) for name in SERIES]
+    last = len(minutes) - 1
+    x_ticks = [
+        Tick(scale.x(i), scale.lower + 16, clock(m.start_ms))
+        for i, m in enumerate(minutes)
+        if i % 10 == 0 or i == last
+    ]
+    top = scale.top
+    y_ticks = [Tick(scale.left - 6, scale.y(top * k // 4), f"{top * k // 4:,}") for k in range(5)]
+    step = (scale.right - scale.left) / scale.n
+    columns = [(scale.x(i) - step / 2, step, _tooltip(m)) for i, m in enumerate(minutes)]
+    plot = (scale.left, scale.upper, scale.right, scale.lower)
+    return Chart(WIDTH, HEIGHT, lines, x_ticks, y_ticks, plot, peak == 0, columns)
+
+
+def _line(name: str, values: list[int | None], minutes: Sequence[Minute], scale: _Scale) -> Line:
+    runs: list[list[tuple[float, float]]] = [[]]
+    dots = []
+    for i, v in enumerate(values):
+        if v is None:  # no samples: the line has a gap here
+            if runs[-1]:
+                runs.append([])
+            continue
+        runs[-1].append((scale.x(i), scale.y(v)))
+        if v:
+            dots.append((scale.x(i), scale.y(v), f"{clock(minutes[i].start_ms)} UTC: {v} {name}"))
+    paths = [" ".join(f"{px},{py}" for px, py in run) for run in runs if len(run) > 1]
+    # A run of one minute is drawn as its dot only.
+    dots += [(run[0][0], run[0][1], "") for run in runs if len(run) == 1]
+    known = [v for v in values if v is not None]
+    return Line(name, paths, dots, sum(known) if known else None)
 
 
 def _tooltip(m: Minute) -> str:

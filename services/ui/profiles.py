@@ -12,7 +12,7 @@ from taskrouter.backends.runtime import Runtime
 from taskrouter.backends.store import now_ms
 from taskrouter.derive import LONG_RUNNING_AFTER, Derived
 from taskrouter.durations import format_duration
-from taskrouter.services.api.profiles import profiles_dict
+from taskrouter.services.api.profiles import observed_profiles_dict
 
 RECENT = 300  # newest jobs of each profile read for the run times
 MIN_SAMPLES = 5  # fewer finished runs than this say nothing
@@ -79,7 +79,8 @@ def judge(expected: float, long_after: float, runs: Sequence[float]) -> Observed
 
 
 def views(runtime: Runtime) -> list[ProfileView]:
-    """Every profile of the policy, in policy order; three round trips in all."""
+    """Every profile of the policy, in policy order; four round trips in all (five with
+    routing.adaptive: the live workers)."""
     derived: Derived = runtime.derived
     store = runtime.store
     names = list(derived.profiles)
@@ -106,7 +107,8 @@ def views(runtime: Runtime) -> list[ProfileView]:
                 pipe.hmget(store.keys.job(job_id), ["state", "started_at", "finished_at"])
         second = iter(pipe.execute())
     out = []
-    by_name = {p["profile"]: p for p in profiles_dict(derived)["profiles"]}
+    # With each profile's sketch and, under routing.adaptive, its route and switches.
+    by_name = {p["profile"]: p for p in observed_profiles_dict(runtime)["profiles"]}
     long_after = derived.policy.routing.long_after
     for name, limits in zip(names, published, strict=True):
         ps = derived.profiles[name]

@@ -122,6 +122,7 @@ OPERATIONS = [
     ("GET", "/workflows/{workflow_id}"),
     ("POST", "/workflows/{workflow_id}/cancel"),
     ("GET", "/profiles"),
+    ("GET", "/schedules"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -24,6 +24,11 @@ def test_the_walk_is_bounded_per_pass_goes_on_from_its_cursor_and_starts_over(
         rq = [create_job(store, backend="rq", queue="q") for _ in range(5)]
         for job_id in rq:  # as RQBackend.send marks a dispatch that reached RQ
             store.client.hset(store.keys.job(job_id), "sent", 1)
+        # The index orders by creation time, then by id: the Celery record must be created
+        # in a later millisecond to come after the five RQ ones.
+        last = now_ms()
+        while now_ms() <= last:
+            pass
         celery = create_job(store, backend="celery", queue="cq")
         offset[0] = 60_000  # all six are a minute old now
         young = create_job(store, backend="rq", queue="q")

@@ -71,6 +71,29 @@ class FakeClient:
     def info(self, section: str) -> dict[str, Any]:
         return {"maxmemory": 0, "maxmemory_policy": "noeviction"}  # /readyz's warnings
 
+    def pipeline(self, transaction: bool = True) -> FakePipeline:
+        return FakePipeline()
+
+
+class FakePipeline:
+    """Run time sketches and routes (GET /profiles): none observed yet."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def lrange(self, *args: Any) -> None:
+        self.calls.append("lrange")
+
+    def hgetall(self, *args: Any) -> None:
+        self.calls.append("hgetall")
+
+    def smembers(self, *args: Any) -> None:
+        self.calls.append("smembers")
+
+    def execute(self) -> list[Any]:
+        empty: dict[str, Any] = {"lrange": [], "hgetall": {}, "smembers": set()}
+        return [empty[call] for call in self.calls]
+
 
 class FakeStore:
     keys = Keys("unit")
