@@ -237,6 +237,9 @@ def test_readyz_and_up_warn_of_a_policy_that_evicts_job_records(full: Full) -> N
             )
             assert "warning: Redis has maxmemory" in done.stderr, done.stderr[-3000:]
             assert "maxmemory-policy allkeys-lru" in done.stderr
+            # ... and so does each worker in its log (up passes their output on).
+            worker_says = "taskrouter.worker: Redis has maxmemory"
+            assert worker_says in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]
         finally:
             full.client.config_set("maxmemory-policy", "noeviction")
             full.client.config_set("maxmemory", "0")
