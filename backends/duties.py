@@ -11,8 +11,9 @@ Celery worker's timer, the RQ worker pool's loop) and by ``taskrouter janitor``.
   a new dispatch to Celery jobs whose messages a dead Celery worker held, or that sat
   queued past the visibility window, follow queued jobs whose engine message was
   deleted, canceled or lost outside taskrouter (reconcile.py), drop index entries of
-  expired records, count workflow members nobody counted, and move the profiles that
-  adaptive routing (adaptive.py) finds on the wrong lane.
+  expired records and the engines' registry entries of expired jobs (trim.py), count
+  workflow members nobody counted, and move the profiles that adaptive routing
+  (adaptive.py) finds on the wrong lane.
 
 Every duty is an atomic script, so any number of processes can run them at once. A
 process runs them in its own loop, never in a thread: Celery's main process and the RQ
@@ -29,7 +30,7 @@ from typing import Any
 
 from taskrouter.errors import TaskrouterError
 
-from . import adaptive, workflows
+from . import adaptive, trim, workflows
 from .heartbeats import WorkerInfo, WorkerRegistry
 from .periodic import Periodic
 from .reconcile import Reconciler
@@ -114,6 +115,7 @@ class Duties:
             # Jobs deleted, canceled or lost in their engine (rq-dashboard, a Redis restart)
             **self.reconciler.run(),
             "swept": store.sweep(),
+            "trimmed": trim.trim(self.runtime),
             "workflows": workflows.sweep(self.runtime),
             # Profiles that adaptive routing moved to another lane (adaptive.py).
             "switched": len(adaptive.adapt(store, self.runtime.derived.policy, self.registry.live)),

@@ -200,9 +200,12 @@ class RQBackend:
                 if running:
                     send_stop_job_command(self.connection, nid, serializer=CodecSerializer)
                 else:
-                    SafeJob.fetch(
-                        nid, connection=self.connection, serializer=CodecSerializer
-                    ).cancel()
+                    job = SafeJob.fetch(nid, connection=self.connection, serializer=CodecSerializer)
+                    job.cancel()
+                    # RQ keeps a canceled job's hash for good: it lives as long as a
+                    # finished one (result_ttl is the profile's keep_results).
+                    if job.result_ttl is not None and job.result_ttl > 0:
+                        self.connection.expire(job.key, job.result_ttl)
             except (NoSuchJobError, InvalidJobOperation) as exc:
                 # Already gone or between states: the canceled record refuses it anyway.
                 log.info("rq stop of %s: %s", nid, exc)

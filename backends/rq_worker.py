@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from redis.exceptions import OutOfMemoryError
 from rq import Queue, Worker
 from rq.worker_pool import WorkerData, WorkerPool
 
@@ -58,18 +59,85 @@ def stop_with_parent() -> None:
 class TaskrouterWorker(Worker):
     """An RQ worker without RQ's scheduler process: retries, delays and limits are the
     router's (its schedule), sent by the pool's duties. Its queues use taskrouter's
-    serializer (RQ's pool hands its workers Queue objects built with pickle's)."""
+    serializer (RQ's pool hands its workers Queue objects built with pickle's).
+
+    It keeps going while Redis is full (maxmemory, noeviction): RQ's own worker quits on
+    the first write Redis refuses (its state, heartbeat, maintenance, a dequeue). Here
+    those wait or are skipped until Redis takes writes again; taskrouter's job record,
+    not RQ's bookkeeping, says what became of a job meanwhile."""
 
     def __init__(self, queues: Any, *args: Any, **kwargs: Any) -> None:
         names = [q.name if isinstance(q, Queue) else q for q in queues]
         super().__init__(names, *args, **kwargs)
         # Job records name the RQ worker process (and its work-horse), as `rq info` does.
         context().name = worker_name("rq")
+        self._full_since: float | None = None
         stop_with_parent()
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         kwargs["with_scheduler"] = False
         return bool(super().work(*args, **kwargs))
+
+    def _full(self, what: str, exc: OutOfMemoryError) -> None:
+        if self._full_since is None:
+            self._full_since = time.monotonic()
+            log.warning("rq worker %s: Redis is out of memory (%s): %s", self.name, what, exc)
+
+    def _not_full(self) -> None:
+        if self._full_since is not None:
+            took = time.monotonic() - self._full_since
+            log.warning("rq worker %s: Redis takes writes again after %.1f s", self.name, took)
+            self._full_since = None
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        try:
+            super().set_state(state, pipeline=pipeline)
+        except OutOfMemoryError as exc:  # only what rq info shows
+            self._full("its state not stored", exc)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        try:
+            super().heartbeat(timeout, pipeline=pipeline)
+        except OutOfMemoryError as exc:
+            self._full("heartbeat not stored", exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except OutOfMemoryError as exc:  # its check writes the heartbeat in a pipeline
+            self._full("suspension not checked", exc)
+            time.sleep(0.5)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except OutOfMemoryError as exc:
+            self._full("maintenance skipped", exc)
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> Any:
+        wait = 0.5
+        while True:
+            try:
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except OutOfMemoryError as exc:
+                self._full("waiting to take a job", exc)
+                if self._stop_requested:
+                    return None
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+                continue
+            self._not_full()
+            return result
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        try:
+            super().execute_job(job, queue)
+        except OutOfMemoryError as exc:
+            # RQ could not record this execution; a job that did not run is sent again
+            # by the janitor (reconcile.py: an RQ job in no queue, begun by no worker).
+            self._full(f"job {job.id} not recorded by RQ", exc)
 
 
 class TaskrouterPool(WorkerPool):

@@ -22,7 +22,12 @@ from redis.exceptions import NoScriptError
 
 from taskrouter.keys import Keys
 from taskrouter.record import INDEXED
-from taskrouter.settings import RUNTIME_SKETCH_SIZE, RUNTIME_SKETCH_TTL
+from taskrouter.settings import (
+    RUNTIME_SKETCH_SIZE,
+    RUNTIME_SKETCH_TTL,
+    SWEEP_BATCH,
+    SWEEP_BATCHES,
+)
 from taskrouter.states import CancelStatus, ClaimStatus, FinishStatus, Outcome
 
 from .connection import PerProcess
@@ -177,7 +182,10 @@ class JobStore:
             pipe.zrem(self.keys.index(), job_id)
             for field in INDEXED:
                 pipe.zrem(self.keys.index(field, record.get(field, "")), job_id)
-            pipe.zrem(self.keys.expiry, job_id)
+            # The entry create.lua wrote for the sweep (see index_new in common.lua).
+            f = [record.get(name, "") for name in ("profile", "backend", "task")]
+            member = f"{job_id}|{f[0]}|{f[1]}|*|{f[2]}"
+            pipe.zrem(self.keys.expiry, member)
             pipe.zrem(self.keys.schedule, job_id)
             if idempotency_key:
                 pipe.delete(idempotency_key)
@@ -315,9 +323,19 @@ class JobStore:
         current one; returns the script's status (see cancel_outside.lua)."""
         return str(self.run("cancel_outside", job_id, dispatch, self.clock(), message)[0])
 
-    def sweep(self, limit: int = 500) -> int:
-        """Drop index entries of records that have expired; returns how many jobs."""
-        return int(self.run("sweep", self.clock(), limit))
+    def sweep(self, limit: int = SWEEP_BATCH, batches: int = SWEEP_BATCHES) -> int:
+        """Drop index entries of records that have expired; returns how many jobs.
+
+        One script call looks at ``limit`` expiry entries at most (a short call, however
+        many jobs expired at once); calls follow while whole batches come back, up to
+        ``batches`` of them, and the next pass goes on where this one stopped."""
+        swept = 0
+        for _ in range(batches):
+            looked, n = self.run("sweep", self.clock(), limit)
+            swept += int(n)
+            if int(looked) < limit:
+                break
+        return swept
 
     def next_attempt(self, job_id: str, *, limited: bool, fallback_ms: int) -> tuple[int, int]:
         """(when the next attempt of a canvas member may start, ms; its dispatch number).

@@ -25,6 +25,11 @@ DISPATCH_GRACE = 30.0
 # Finished records are kept keep_results; a record that never finishes (its queue is
 # never served) is kept this long so that it cannot grow Redis without bound.
 UNFINISHED_TTL = 30 * 86400
+# The janitor's sweep of expired records' index entries (and of the engines' registries):
+# one short script call per batch, at most this many batches per pass (a burst of
+# 20,000 jobs expiring at once is cleared in two passes).
+SWEEP_BATCH = 500
+SWEEP_BATCHES = 20
 # A worker whose heartbeat is older than its lease TTL, and at least this, is dead (it
 # beats about every second); its reserved Celery messages are then sent again.
 MIN_ALIVE_WINDOW = 5.0

@@ -60,6 +60,23 @@ class _Child:
         return None
 
 
+def eviction_warning(url: str) -> str | None:
+    """The warning of a Redis that may evict job records (backends/memory.py); None
+    when it cannot be read now (the workers then report Redis unreachable)."""
+    import redis
+
+    from taskrouter.backends import memory
+    from taskrouter.errors import TaskrouterError
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        return memory.check(client)
+    except TaskrouterError:
+        return None
+    finally:
+        client.close()
+
+
 def run_up(
     app_module: str,
     *,
@@ -92,6 +109,9 @@ def run_up(
         api += [arg for name in allowed_hosts for arg in ("--allowed-host", name)]
         children.append(_Child("the API", api, env, restart=True))
         click.echo(f"redis: {'embedded server at ' + url if server else url}")
+        warning = eviction_warning(url)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
         click.echo(f"api: http://{host}:{port}/docs   (Ctrl-C stops everything)")
         click.echo(f"dashboard: http://{host}:{port}/ui")
         while not stopping:

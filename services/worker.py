@@ -86,8 +86,21 @@ def prepare(
     # A worker (re)started while Redis restarts waits for it, as a running one does,
     # rather than exiting for good.
     patiently("worker start", runtime.publish_limits)
+    _warn_if_evicting(runtime)
     _runtime.install(runtime)
     return runtime
+
+
+def _warn_if_evicting(runtime: Runtime) -> None:
+    """Say so at start when Redis may evict job records (README, "Redis memory")."""
+    from taskrouter.backends import memory
+
+    try:
+        warning = memory.check(runtime.store.client)
+    except TaskrouterError:
+        return  # Redis answered publish_limits a moment ago; the duties report it
+    if warning:
+        log.warning("%s", warning)
 
 
 def run_worker(

@@ -52,7 +52,11 @@ if cap or rcount then
     return {'limited', tostring(wait)}
   end
   if cap then redis.call('ZADD', slots, lease, id) end
-  if rcount then redis.call('ZADD', K.rate(profile), now, id .. ':' .. (attempts + 1)) end
+  if rcount then
+    -- Every entry is at most now: the window's key can go once the last one is stale.
+    redis.call('ZADD', K.rate(profile), now, id .. ':' .. (attempts + 1))
+    redis.call('PEXPIRE', K.rate(profile), math.ceil(rper))
+  end
 end
 if r[9] then redis.call('HDEL', key, 'waiting') end
 redis.call('HSET', key, 'state', 'running', 'attempts', attempts + 1, 'started_at', now,

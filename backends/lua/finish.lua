@@ -26,6 +26,9 @@ local id, now, outcome = ARGV[2], tonumber(ARGV[4]), ARGV[5]
 local key = K.job(id)
 local r = redis.call('HMGET', key, 'state', 'token')
 if r[1] ~= 'running' or r[2] ~= ARGV[3] then return {'lost', r[1] or 'missing'} end
+-- The first write is a removal, which a Redis at maxmemory does not refuse; after it,
+-- Redis lets the script complete: a job that ends while Redis is full still gets its
+-- end written (README, "Redis memory"; tests/integration/test_redis_full.py).
 redis.call('ZREM', K.running, id)
 push_history(key, ARGV[8])
 observe_runtime(key, now, tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '0'))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from taskrouter.backends import memory
 from taskrouter.backends.heartbeats import WorkerInfo, WorkerRegistry, counted, describe
 from taskrouter.backends.runtime import Runtime
 from taskrouter.errors import BackendUnavailable, TaskrouterError
@@ -34,9 +35,11 @@ async def healthz() -> JSONResponse:
 def readyz(request: Request) -> JSONResponse:
     """Redis and the Celery broker answer, and at least one worker is alive for each
     lane that the policy routes profiles to. 503 names whatever is missing."""
-    checks = readiness(runtime_of(request))
+    runtime = runtime_of(request)
+    checks = readiness(runtime)
     missing = [c["name"] for c in checks if not c["ok"]]
     body = {"ready": not missing, "checks": checks, "missing": missing}
+    body["warnings"] = warnings(runtime) if "redis" not in missing else []
     return JSONResponse(body, status_code=503 if missing else 200)
 
 
@@ -57,6 +60,15 @@ def readiness(runtime: Runtime) -> list[dict[str, object]]:
     for lane in lanes:
         checks.append(_workers(live, lane))
     return checks
+
+
+def warnings(runtime: Runtime) -> list[str]:
+    """What works but is unsafe: a Redis that may evict job records when full."""
+    try:
+        warning = memory.check(runtime.store.client)
+    except TaskrouterError:
+        return []  # unreachable since the check above: the next call says so
+    return [warning] if warning else []
 
 
 def _workers(live: list[WorkerInfo] | None, lane: str) -> dict[str, object]:

@@ -204,6 +204,10 @@ class Readiness(BaseModel):
     ready: bool
     checks: list[Check]
     missing: list[str] = Field(description="what is not ready, by name")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what works but is unsafe, e.g. a Redis maxmemory-policy that evicts",
+    )
 
 
 class Health(BaseModel):

@@ -185,6 +185,7 @@ def test_delete_undoes_a_create(store: JobStore, r: redis.Redis) -> None:
     assert r.get(idem) is None
     for field, value in [("all", ""), ("state", "queued"), ("profile", "p")]:
         assert not in_index(r, store.keys, job_id, field, value)
+    assert r.zcard(store.keys.expiry) == 0  # nor its entry for the sweep
 
 
 def test_a_delayed_job_waits_on_the_schedule(store: JobStore, r: redis.Redis) -> None:
@@ -603,6 +604,8 @@ def test_rate_limit_defers_the_third_start_in_a_window(store: JobStore, r: redis
     assert started + 60_000 <= int(third.detail) <= now_ms() + 60_000
     assert store.read(jobs[2])["state"] == "scheduled"  # type: ignore[index]
     assert store.take_due(100, 30_000, "celery") == []
+    # The window's key goes with the window: a profile no longer used leaves nothing.
+    assert 0 < r.pttl(store.keys.rate("rated")) <= 60_000
 
 
 def test_limits_of_other_profiles_do_not_apply(store: JobStore) -> None:
@@ -653,6 +656,51 @@ def test_sweep_removes_the_index_entries_of_an_expired_record(
     assert in_index(r, store.keys, kept, "state", "succeeded")
     assert in_index(r, store.keys, kept)
     assert store.sweep() == 0
+
+
+def test_a_sweep_that_comes_before_the_record_expires_keeps_its_entry(
+    store: JobStore, r: redis.Redis, clock: Clock
+) -> None:
+    # The expiry entry's score is the client's clock at the finish, the TTL the server's:
+    # a sweep in between must not drop the entry, or the job stays in every index.
+    job_id = create_job(store, keep_ms=60_000)
+    tok = token()
+    store.claim(job_id, 1, "w1", tok, LONG_LEASE)
+    store.finish(job_id, tok, "succeeded", "1", history=history())
+    clock.advance(120)  # the entry is due; the record lives on (the server's TTL)
+    assert store.sweep() == 0
+    member = next(m for m in r.zrange(store.keys.expiry, 0, -1) if m.startswith(job_id))
+    assert r.zscore(store.keys.expiry, member) > clock() - 120_000 + 50_000
+    r.delete(store.keys.job(job_id))  # now it has expired
+    clock.advance(120)
+    assert store.sweep() == 1
+    assert not in_index(r, store.keys, job_id)
+    assert not in_index(r, store.keys, job_id, "state", "succeeded")
+    assert r.zcard(store.keys.expiry) == 0
+
+
+def test_a_sweep_clears_more_expired_jobs_than_one_batch_in_short_calls(
+    store: JobStore, r: redis.Redis
+) -> None:
+    ids = [create_job(store, unfinished_ttl_ms=1) for _ in range(25)]
+    poll(lambda: not any(r.exists(store.keys.job(i)) for i in ids), 5, "the records to expire")
+    # Batches of 10: three calls in one pass; a pass of one batch leaves the rest.
+    assert store.sweep(limit=10, batches=1) == 10
+    assert store.sweep(limit=10) == 15
+    assert r.zcard(store.keys.index()) == 0
+    assert r.zcard(store.keys.index("state", "queued")) == 0
+    assert r.zcard(store.keys.expiry) == 0
+
+
+def test_a_sweep_drops_planted_expiry_entries_and_touches_nothing_else(
+    store: JobStore, r: redis.Redis
+) -> None:
+    kept = create_job(store)
+    planted = ["no-pipes-at-all", "|||", "x|p|celery|succeeded|t|extra|fields", "\xff|\x00"]
+    r.zadd(store.keys.expiry, dict.fromkeys(planted, 1))
+    assert store.sweep() == 1  # the one that parses names a job without a record
+    assert not set(r.zrange(store.keys.expiry, 0, -1)) & set(planted)
+    assert in_index(r, store.keys, kept) and store.read(kept) is not None
 
 
 def test_sweep_removes_the_index_entries_of_an_unfinished_record_that_expired(

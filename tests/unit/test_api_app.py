@@ -68,6 +68,9 @@ class FakeClient:
     def mget(self, keys: list[str]) -> list[None]:
         return [None] * len(keys)  # heartbeats without details
 
+    def info(self, section: str) -> dict[str, Any]:
+        return {"maxmemory": 0, "maxmemory_policy": "noeviction"}  # /readyz's warnings
+
     def pipeline(self, transaction: bool = True) -> FakePipeline:
         return FakePipeline()
 
@@ -449,6 +452,7 @@ def test_profiles_and_health(http: TestClient, runtime: FakeRuntime) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["missing"] == []
+    assert ready.json()["warnings"] == []
 
 
 def test_readyz_names_what_is_missing(runtime: FakeRuntime) -> None:

@@ -95,3 +95,20 @@ def test_reconcile_names_rq_keys_as_rq_does() -> None:
     assert Queue.redis_queue_namespace_prefix == queue
     assert ExecutionRegistry(job_id="J", connection=None).key == executions + "J"  # type: ignore[arg-type]
     assert Execution("E", "J", connection=None).key == execution + "J:E"  # type: ignore[arg-type]
+
+
+def test_trim_names_rq_registries_as_rq_does() -> None:
+    from rq.defaults import RQ_KEY_PREFIX
+    from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry
+
+    from taskrouter.backends.trim import rq_registries
+
+    by_score, by_job = rq_registries(RQ_KEY_PREFIX, ["q1", "q2"])
+    # redis-py's client is never used to name a key.
+    rq = [
+        cls(name, connection=object())  # type: ignore[arg-type]
+        for name in ("q1", "q2")
+        for cls in (FinishedJobRegistry, FailedJobRegistry, CanceledJobRegistry)
+    ]
+    assert sorted(by_score + by_job) == sorted(r.key for r in rq)
+    assert {k.rsplit(":", 2)[1] for k in by_job} == {"canceled"}
