@@ -165,6 +165,9 @@ def _run_raw_celery(queue: str) -> int:
         prefetch_multiplier=multiplier,
         without_gossip=True,
         without_mingle=True,
+        # Task events as the taskrouter worker beside it sends them (on by default, for
+        # Flower), so that both pay for the same messages.
+        task_events=os.environ.get("BENCH_EVENTS", "1") == "1",
     )
     worker.start()
     return int(worker.exitcode or 0)

@@ -19,7 +19,9 @@ For each engine, through taskrouter and through the raw engine API:
 
 Raw Celery is a plain Celery app with the broker, kombu key prefix and every setting of
 taskrouter's app (JSON only, acks_late, prefetch multiplier, visibility timeout, ignored
-results), its no-op task sent with ``apply_async``; raw RQ is ``Queue(...).enqueue`` of a
+results, and task events as taskrouter's worker sends them by default: ``--no-events``
+turns them off on both), its no-op task sent with ``apply_async``; raw RQ is
+``Queue(...).enqueue`` of a
 plain function with ``JSONSerializer`` and the stock forking ``Worker``. Each engine gets
 one worker process per path, concurrency 1, logging at INFO like taskrouter's, started
 here and stopped at the end. Every key lives under a key prefix of this run, deleted at
@@ -113,6 +115,7 @@ class Bench:
         self.env["RQ_KEY_PREFIX"] = f"{self.prefix}-rq"  # what taskrouter sets for this prefix
         if args.trace:
             self.env["BENCH_TRACE"] = "1"
+        self.env["BENCH_EVENTS"] = "1" if args.events else "0"
         # This process talks to the same Redis with the same prefixes. RQ reads
         # RQ_KEY_PREFIX at import, so set everything before importing anything.
         for k in [k for k in os.environ if k.startswith(("TASKROUTER_", "RQ_"))]:
@@ -156,7 +159,8 @@ class Bench:
         raw = [sys.executable, "-m", "benchmarks.bench_app"]
         commands = {
             "taskrouter-celery": [*cli, "--backend", "celery", "--queues", a.LAT_CELERY,
-                                  "--concurrency", "1"],
+                                  "--concurrency", "1",
+                                  "--events" if self.args.events else "--no-events"],
             "taskrouter-rq": [*cli, "--backend", "rq", "--queues", a.LAT_RQ, "--concurrency", "1"],
             "raw-celery": [*raw, "raw-celery", a.RAW_LAT_CELERY],
             "raw-rq": [*raw, "raw-rq", a.RAW_LAT_RQ],
@@ -365,6 +369,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=600, help="give up after this many s")
     p.add_argument("--keep-logs", action="store_true", help="print where worker logs are kept")
     p.add_argument("--trace", action="store_true", help="celery: split the latency at task_prerun")
+    p.add_argument(
+        "--events",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Celery task events on both Celery workers (taskrouter's default: on)",
+    )
     args = p.parse_args(argv)
     args.gap = {"celery": args.celery_gap, "rq": args.rq_gap}
     return args
