@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from taskrouter import task  # noqa: E402
 from taskrouter.backends.store import delete_prefix  # noqa: E402
-from taskrouter.services.processes import cli_command, isolated_env  # noqa: E402
+from taskrouter.services.processes import cli_command, free_port, isolated_env  # noqa: E402
 
 POLICY = """\
 version: 1
@@ -189,12 +189,6 @@ def measured(pid: int, load: Callable[[], dict[str, float]]) -> dict[str, float]
         per_request = (after - before) / figures["requests"]
         figures["server_cpu_us_per_req"] = round(per_request * 1e6, 1)
     return figures
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:

@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,58 +31,21 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # taskrouter is imported once RQ_KEY_PREFIX is set (main)
+    from taskrouter.services.processes import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = Path(__file__).with_name("restart_policy.yaml")
 APP = "benchmarks.restart_app"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
+def aof_server(directory: Path) -> RedisServer:
     """A Redis of this run: every write in the AOF before it is answered."""
+    from taskrouter.services.processes import RedisServer
 
-    def __init__(self, directory: Path) -> None:
-        from taskrouter.services.embedded import find_server_binary
-
-        self.binary = find_server_binary()
-        self.dir = directory
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        args = ["--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir)]
-        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        self.proc = subprocess.Popen(
-            [self.binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.ping():
-                    break
-            except Exception:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("the run's Redis did not come up") from None
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
+    return RedisServer(directory, "--appendonly", "yes", "--appendfsync", "always", "--save", "")
 
 
 @dataclass
@@ -139,14 +101,14 @@ def run(
     from taskrouter import _runtime
     from taskrouter.backends.heartbeats import WorkerRegistry
     from taskrouter.backends.runtime import Runtime
-    from taskrouter.services.processes import cli_command
+    from taskrouter.services.processes import cli_command, stop_all
     from taskrouter.settings import Settings
 
     from . import restart_app
 
     rng = random.Random(seed)
     prefix = prefix or f"trr-{uuid.uuid4().hex[:8]}"
-    server = Server(workdir)
+    server = aof_server(workdir)
     env = worker_env(server.url, prefix, lease, janitor)
     marks = workdir / "marks"
     marks.mkdir()
@@ -215,15 +177,7 @@ def run(
                 )
     finally:
         outcome.seconds = time.monotonic() - started
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         _runtime.install(previous)
         runtime.close()
         server.stop()

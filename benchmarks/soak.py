@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskrouter.services.processes import RedisServer, stop_all
 from taskrouter.settings import RUNTIME_SKETCH_SIZE
 from taskrouter.states import STATES
 
@@ -45,59 +46,19 @@ TOLERANCE = 0.05
 TOLERANCE_BYTES = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
+class Server(RedisServer):
     """A Redis of this run (no persistence); ``maxmemory`` with noeviction when given."""
 
     def __init__(self, maxmemory: str | None = None, policy: str = "noeviction") -> None:
-        from taskrouter.services.embedded import find_server_binary
-
-        self.binary = find_server_binary()
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="taskrouter-redis-")
+        args = ["--save", "", "--appendonly", "no"]
+        if maxmemory:
+            args += ["--maxmemory", maxmemory, "--maxmemory-policy", policy]
+        super().__init__(tempfile.mkdtemp(prefix="taskrouter-redis-"), *args)
         self.maxmemory = maxmemory
         self.policy = policy
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        args = ["--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir]
-        args += ["--save", "", "--appendonly", "no"]
-        if self.maxmemory:
-            args += ["--maxmemory", self.maxmemory, "--maxmemory-policy", self.policy]
-        self.proc = subprocess.Popen(
-            [self.binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.ping():
-                    break
-            except Exception:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("the run's Redis did not come up") from None
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        super().stop(sig, timeout)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -382,15 +343,7 @@ def run(
         outcome.points.append(measure("after", runtime, prefix))
     finally:
         sampling.set()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         _runtime.install(previous)
         runtime.close()
         if server:

@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from taskrouter import task  # noqa: E402
-from taskrouter.services.processes import cli_command, isolated_env  # noqa: E402
+from taskrouter.services.processes import cli_command, free_port, isolated_env  # noqa: E402
 
 POLICY = """\
 version: 1
@@ -91,12 +90,6 @@ def summarize(n: int) -> int:
 @task(profile="video", name="bench.ui.transcode")
 def transcode(n: int) -> int:
     return n
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:

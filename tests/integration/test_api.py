@@ -4,7 +4,6 @@ worker stack, real Celery and RQ workers, and plain HTTP from this process."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 import uuid
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from taskrouter.services.processes import free_port
 from tests.conftest import CONTRACT_JOB_FIELDS, RUN_PREFIX, delete_prefix
 from tests.integration import app
 from tests.integration.conftest import APP, ROOT, Stack, cli, poll, worker_env
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-" + uuid.uuid4().hex
 FIELDS = set(CONTRACT_JOB_FIELDS)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ApiServer:

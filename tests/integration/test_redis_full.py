@@ -17,9 +17,9 @@ import redis
 from benchmarks import soak_app
 from benchmarks.soak import Server, worker_env, write_policy
 from taskrouter.errors import StorageFull
+from taskrouter.services.processes import free_port, stop_all
 from tests.conftest import STACK_PREFIX
 from tests.helpers import poll
-from tests.integration.test_api import free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,15 +107,7 @@ class Full:
 
     def stop(self) -> None:
         procs = [*self.workers.values(), *([self.api] if self.api else [])]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         self.runtime.close()
         self.server.stop()
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from taskrouter import BackendUnavailable, _runtime
+from taskrouter.services.processes import RedisServer
 from tests.conftest import STACK_PREFIX
 from tests.integration import app
 from tests.integration.conftest import POLICY, Stack, poll
@@ -23,63 +22,9 @@ pytestmark = pytest.mark.integration
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class AofRedis:
+def aof_redis(directory: Path) -> RedisServer:
     """A Redis of the test's own, on its own port, with every write in the AOF."""
-
-    def __init__(self, directory: Path) -> None:
-        from taskrouter.services.embedded import find_server_binary
-
-        self.binary = find_server_binary()
-        self.dir = directory
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        poll(lambda: _pings(client), 20, "the test Redis to answer")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # flushes the AOF and exits
-            self.proc.wait(20)
-
-
-def _pings(client: object) -> bool:
-    try:
-        return bool(client.ping())  # type: ignore[attr-defined]
-    except Exception:
-        return False
+    return RedisServer(directory, "--appendonly", "yes", "--appendfsync", "always", "--save", "")
 
 
 @contextlib.contextmanager
@@ -101,7 +46,7 @@ def stack_on(redis_url: str, tmp_path: Path, **env: str) -> Iterator[Stack]:
 
 
 def test_queued_jobs_survive_a_redis_restart_and_workers_reconnect(tmp_path):
-    server = AofRedis(tmp_path)
+    server = aof_redis(tmp_path)
     server.start()
     try:
         with stack_on(server.url, tmp_path) as s:
@@ -137,7 +82,7 @@ def test_queued_jobs_survive_a_redis_restart_and_workers_reconnect(tmp_path):
 
 @pytest.mark.parametrize("learned", [False, True], ids=["first-message", "learned-message"])
 def test_redis_down_at_enqueue_raises_and_writes_nothing(tmp_path, learned):
-    server = AofRedis(tmp_path)
+    server = aof_redis(tmp_path)
     server.start()
     try:
         with stack_on(server.url, tmp_path) as s:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from taskrouter.services.processes import stop_all
 from tests.conftest import delete_prefix
 from tests.integration.conftest import ROOT
 
@@ -135,12 +136,5 @@ def test_the_wheel_runs_a_user_projects_jobs_on_both_engines(fresh_venv, tmp_pat
         ], done.stdout + logs
         assert all(p.poll() is None for p in procs), logs
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         delete_prefix(redis_url, prefix)
