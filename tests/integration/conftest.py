@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from taskrouter.backends.store import JobStore
 from taskrouter.services.processes import cli_command, isolated_env
 from tests.conftest import STACK_PREFIX, delete_prefix
-from tests.helpers import poll
+from tests.helpers import Clock, poll
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = Path(__file__).with_name("policy.yaml")
@@ -157,3 +159,25 @@ def own_worker(
                 proc.kill()
                 proc.wait()
         stack.procs.pop(engine + name, None)
+
+
+# -- a job store on this test's key prefix, with a clock the test moves -----------------------
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(redis_url: str, key_prefix: str, clock: Clock) -> Iterator[JobStore]:
+    s = JobStore.from_url(redis_url, key_prefix, clock=clock)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

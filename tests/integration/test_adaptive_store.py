@@ -5,7 +5,6 @@ serves, and the route that enqueuing processes read."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -49,20 +48,6 @@ class Frozen(Clock):
 @pytest.fixture
 def clock() -> Clock:
     return Frozen()
-
-
-@pytest.fixture
-def store(redis_url: str, key_prefix: str, clock: Clock) -> Iterator[JobStore]:
-    s = JobStore.from_url(redis_url, key_prefix, clock=clock)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def run_job(store: JobStore, clock: Clock, seconds: float, profile: str = "p") -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,25 +19,6 @@ from tests.helpers import Clock, poll
 pytestmark = pytest.mark.integration
 
 LONG_LEASE = 60_000
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(redis_url: str, key_prefix: str, clock: Clock) -> Iterator[JobStore]:
-    s = JobStore.from_url(redis_url, key_prefix, clock=clock)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def create_job(
