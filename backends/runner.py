@@ -26,10 +26,12 @@ from typing import Any, TypeVar
 
 from taskrouter import codec
 from taskrouter.errors import BackendUnavailable, PayloadError, TaskNotRegistered
+from taskrouter.flow import CurrentJob, running
 from taskrouter.registry import lookup
 from taskrouter.settings import REDIS_PATIENCE
 from taskrouter.states import Outcome
 
+from . import hooks
 from .hooks import WorkerContext, context
 from .store import Claim, now_ms
 
@@ -143,6 +145,14 @@ def is_async(claim: Claim) -> bool:
         return False
 
 
+def current_of(claim: Claim) -> CurrentJob:
+    """What ``current_job()`` is while the claimed attempt runs: its writes go to the
+    record through this process's store (detached in a process with no worker context)."""
+    ctx = hooks.installed()
+    store = ctx.runtime.store if ctx is not None else None
+    return CurrentJob(claim.job_id, claim.attempts, claim.token, store)
+
+
 def attempt(claim: Claim) -> Attempt:
     """Run the task in this thread (an ``async def`` task on an event loop of its own)."""
     started = now_ms()
@@ -151,9 +161,10 @@ def attempt(claim: Claim) -> Attempt:
     except (TaskNotRegistered, PayloadError) as exc:
         return _unrunnable(exc, started)
     try:
-        value = fn(*args, **kwargs)
-        if inspect.iscoroutine(value):
-            value = asyncio.run(value)
+        with running(current_of(claim)):
+            value = fn(*args, **kwargs)
+            if inspect.iscoroutine(value):
+                value = asyncio.run(value)
     except Exception as exc:
         return failure(claim, exc, started)
     return success(value, started)
@@ -167,8 +178,9 @@ async def attempt_async(claim: Claim, timeout: float | None) -> Attempt:
     except (TaskNotRegistered, PayloadError) as exc:
         return _unrunnable(exc, started)
     try:
-        async with asyncio.timeout(timeout):
-            value = await fn(*args, **kwargs)
+        with running(current_of(claim)):
+            async with asyncio.timeout(timeout):
+                value = await fn(*args, **kwargs)
     except Exception as exc:  # TimeoutError included: error type Timeout
         return failure(claim, exc, started)
     return success(value, started)

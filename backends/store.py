@@ -20,6 +20,8 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from taskrouter.errors import JobLost, PayloadError
+from taskrouter.flow import MAX_CHECKPOINTS_CHARS, checkpoints_of
 from taskrouter.keys import Keys
 from taskrouter.record import INDEXED
 from taskrouter.states import CancelStatus, ClaimStatus, FinishStatus, Outcome
@@ -234,6 +236,44 @@ class JobStore:
         entry = json.dumps(history, separators=(",", ":"))
         r = self.run("finish", job_id, token, self.clock(), outcome, value, due_ms, entry)
         return cast(FinishStatus, r[0]), r[1]
+
+    # -- what a running attempt writes (taskrouter.flow) -------------------------------
+
+    def write_progress(self, job_id: str, token: str, fraction: float, message: str) -> None:
+        """The attempt holding ``token`` got ``fraction`` of the way; JobLost if it no
+        longer owns the job."""
+        r = self.run("flow_write", job_id, token, self.clock(), "progress", message, fraction, 0)
+        self._written(job_id, r)
+
+    def write_checkpoint(self, job_id: str, token: str, name: str, value: str) -> None:
+        """Checkpoint ``name`` = ``value`` (codec JSON) of the attempt holding ``token``."""
+        r = self.run(
+            "flow_write",
+            job_id,
+            token,
+            self.clock(),
+            "checkpoint",
+            name,
+            value,
+            MAX_CHECKPOINTS_CHARS,
+        )
+        self._written(job_id, r)
+
+    def read_checkpoints(self, job_id: str) -> dict[str, str]:
+        """{name: codec JSON} of every checkpoint of the job so far."""
+        with engine_errors():
+            text = self.client.hget(self.keys.job(job_id), "checkpoints")
+        return checkpoints_of(text)
+
+    @staticmethod
+    def _written(job_id: str, reply: Sequence[Any]) -> None:
+        if reply[0] == "lost":
+            raise JobLost(job_id, reply[1])
+        if reply[0] == "full":
+            raise PayloadError(
+                f"job {job_id}: its checkpoints would take {reply[1]} characters of JSON; "
+                f"the limit is {MAX_CHECKPOINTS_CHARS}"
+            )
 
     def renew(self, leases: Mapping[str, str], lease_ms: int) -> list[str]:
         """Extend the leases of {job_id: token}; returns the ids this process no longer owns."""

@@ -25,6 +25,9 @@ PROGRESS: Final = (
 )
 TIMES: Final = ("created_at", "queued_at", "started_at", "finished_at")  # ms since the epoch
 OUTCOME: Final = ("result", "error", "history")
+# Written by the running attempt (taskrouter.flow): {"fraction", "message", "at"}, and
+# {name: codec JSON} kept across attempts.
+FLOW: Final = ("progress", "checkpoints")
 # Workflow members only (backends/lua/wf_*.lua).
 WORKFLOW: Final = (
     "wf_index",
@@ -38,7 +41,7 @@ WORKFLOW: Final = (
     "wf_counted",
     "wf_continued",
 )
-ALL: Final = IDENTITY + CALL + PROGRESS + TIMES + OUTCOME + WORKFLOW
+ALL: Final = IDENTITY + CALL + PROGRESS + TIMES + OUTCOME + FLOW + WORKFLOW
 
 # A job is in one index per value of each of these, and in the index of all jobs.
 INDEXED: Final = ("state", "profile", "backend", "task")

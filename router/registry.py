@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .errors import TaskNotRegistered
+from .flow import CurrentJob, running
 
 if TYPE_CHECKING:
     from .job import Job
@@ -54,7 +55,9 @@ class Task(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.fn(*args, **kwargs)
+        # A plain call runs inline with a detached current_job() of its own.
+        with running(CurrentJob(None, 0)):
+            return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<Task {self.name} profile={self.profile}>"

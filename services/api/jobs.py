@@ -10,7 +10,7 @@ since the runtime's Redis and broker clients block. Routes return the JSON thems
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -27,6 +27,7 @@ from .schemas import Engine, JobOut, JobPage, State, SubmitJob
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(description="the job id")]
+Include = Literal["flow"]
 
 
 def _job(job: Job, status: int = 200) -> JSONResponse:
@@ -81,13 +82,26 @@ def list_(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=responses(404, 409, 503), summary="A job")
-async def get(job_id: JobId, request: Request) -> JSONResponse:
+async def get(
+    job_id: JobId,
+    request: Request,
+    include: Annotated[
+        Include | None,
+        Query(
+            description="flow: add a `flow` member with the task's progress and checkpoints "
+            "(the contract's fields stay as they are)"
+        ),
+    ] = None,
+) -> JSONResponse:
     """The job's record as it is now: one Redis read, whichever engine runs it. 409 when
     the record is damaged (a field missing or garbled), naming what is wrong."""
     record = await records_of(request).read(job_id)
     if record is None:
         raise JobNotFound(job_id)
-    return _job(Job.from_record(record, job_id=job_id))
+    job = Job.from_record(record, job_id=job_id)
+    if include == "flow":
+        return JSONResponse({**job.to_dict(), "flow": job.flow_dict()})
+    return _job(job)
 
 
 @router.post(
