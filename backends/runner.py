@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 from taskrouter import codec
 from taskrouter.errors import BackendUnavailable, PayloadError, TaskNotRegistered
-from taskrouter.flow import CurrentJob, running
+from taskrouter.flow import CurrentJob, retry_after_of, running
+from taskrouter.policy import RetryAfterPolicy
 from taskrouter.registry import lookup
 from taskrouter.settings import REDIS_PATIENCE
 from taskrouter.states import Outcome
@@ -192,12 +193,28 @@ def _unrunnable(exc: Exception, started: int) -> Attempt:
 
 
 def failure(claim: Claim, exc: BaseException, started: int) -> Attempt:
-    """The attempt raised: a retry after the backoff if attempts remain, else failed."""
+    """The attempt raised: a RetryAfter (or, when the profile says so, an HTTP 429) waits
+    without using an attempt; else a retry after the backoff if attempts remain, else
+    failed."""
     finished = now_ms()
+    rules = retry_after_rules(claim.profile)
+    later = retry_after_of(exc, http_429=rules.http_429, default=rules.default)
+    if later is not None:
+        err = json.dumps({"type": "RetryAfter", "message": str(later)[:4000]})
+        due = finished + int(later.seconds * 1000)
+        return Attempt("later", err, started, finished, due, error=exc)
     if claim.attempts < claim.max_attempts:
         due = finished + int(claim.retry_delay() * 1000)
         return Attempt("retry", error_json(exc), started, finished, due, error=exc)
     return Attempt("failed", error_json(exc), started, finished, error=exc)
+
+
+def retry_after_rules(profile: str) -> RetryAfterPolicy:
+    """The profile's ``retry_after`` settings in this worker's policy (defaults if the
+    process has no worker context or does not know the profile)."""
+    ctx = hooks.installed()
+    ps = ctx.runtime.derived.profiles.get(profile) if ctx is not None else None
+    return ps.retry_after if ps is not None else RetryAfterPolicy()
 
 
 def success(value: Any, started: int) -> Attempt:
@@ -250,9 +267,18 @@ def _record(ctx: WorkerContext, claim: Claim, done: Attempt) -> tuple[str, str]:
     if done.outcome != "succeeded":
         history["error"] = json.loads(done.value)
 
+    rules = retry_after_rules(claim.profile)
+
     def write(outcome: Outcome, value: str) -> tuple[str, str]:
         return store.finish(
-            claim.job_id, claim.token, outcome, value, due_ms=done.due_ms, history=history
+            claim.job_id,
+            claim.token,
+            outcome,
+            value,
+            due_ms=done.due_ms,
+            history=history,
+            pause=rules.pause,
+            max_waits=rules.max,
         )
 
     try:

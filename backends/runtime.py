@@ -28,7 +28,7 @@ from taskrouter.errors import BackendUnavailable, JobNotFound, JobStateConflict,
 from taskrouter.job import Job
 from taskrouter.policy import ENGINES
 from taskrouter.policy_file import load_policy
-from taskrouter.registry import CallOptions, Task
+from taskrouter.registry import CallOptions, Task, limit_key_of
 from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL, Settings
 from taskrouter.states import CANCELED, FAILED
 
@@ -205,6 +205,8 @@ class Runtime:
             "idempotency_key": options.idempotency_key,
             "retry_of": retry_of,
             "due_at": created + int((options.delay or 0) * 1000) if delayed else None,
+            "limit_key": options.limit_key or limit_key_of(task, args, kwargs, ps.per_key.key),
+            "cost": options.cost,
         }
         idem = (
             self.store.keys.idempotency(ps.profile, options.idempotency_key)

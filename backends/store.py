@@ -55,6 +55,8 @@ class Claim:
     delays: tuple[float, ...] = ()
     workflow_id: str = ""
     detail: str = ""
+    profile: str = ""
+    limit_key: str = ""
 
     def retry_delay(self) -> float:
         """Seconds before the next attempt after this one failed (the last value repeats)."""
@@ -219,6 +221,8 @@ class JobStore:
             max_attempts=int(r[4]),
             delays=tuple(json.loads(r[5])) if r[5] else (),
             workflow_id=r[6],
+            profile=r[7],
+            limit_key=r[8],
         )
 
     def finish(
@@ -230,11 +234,19 @@ class JobStore:
         *,
         due_ms: int = 0,
         history: Mapping[str, Any],
+        pause: str = "none",
+        max_waits: int = 0,
     ) -> tuple[FinishStatus, str]:
         """Record the end of the attempt holding ``token``: ("ok", new state), or
-        ("lost", state) when the attempt no longer owns the job."""
+        ("lost", state) when the attempt no longer owns the job.
+
+        Outcome "later" (a RetryAfter): the job waits until ``due_ms`` without using an
+        attempt, and so does every job of its key or profile when ``pause`` says so;
+        past ``max_waits`` such waits it fails instead."""
         entry = json.dumps(history, separators=(",", ":"))
-        r = self.run("finish", job_id, token, self.clock(), outcome, value, due_ms, entry)
+        r = self.run(
+            "finish", job_id, token, self.clock(), outcome, value, due_ms, entry, pause, max_waits
+        )
         return cast(FinishStatus, r[0]), r[1]
 
     # -- what a running attempt writes (taskrouter.flow) -------------------------------

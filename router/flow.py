@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime as dt
+import email.utils
 import json
 import math
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 from . import codec
-from .errors import PayloadError
+from .errors import MAX_RETRY_AFTER, PayloadError, RetryAfter
 
 # A checkpoint is for a step's result (a summary, a list of ids), not for blobs: the
 # record holds every checkpoint and each read of the job brings them.
@@ -150,3 +152,58 @@ def running(job: CurrentJob) -> Iterator[CurrentJob]:
         yield job
     finally:
         _current.reset(reset)
+
+
+def retry_after_of(exc: BaseException, *, http_429: bool, default: float) -> RetryAfter | None:
+    """The RetryAfter that ``exc`` stands for: itself, or (``http_429``) an HTTP 429 error
+    of httpx or requests, or one that caused ``exc``, with its ``Retry-After`` header in
+    seconds or as a date (``default`` seconds when it has none that parses)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RetryAfter):
+            return current
+        if http_429 and (response := _http_429(current)) is not None:
+            seconds = _header_seconds(response)
+            wait = default if seconds is None else seconds
+            return RetryAfter(wait, f"HTTP 429 from {_host(response)}")
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _http_429(exc: BaseException) -> Any:
+    # httpx.HTTPStatusError and requests.HTTPError both carry .response; matched by
+    # module so that neither library is imported here.
+    if type(exc).__module__.split(".")[0] not in ("httpx", "requests"):
+        return None
+    response = getattr(exc, "response", None)
+    return response if getattr(response, "status_code", None) == 429 else None
+
+
+def _header_seconds(response: Any) -> float | None:
+    try:
+        value = str(response.headers.get("Retry-After", "")).strip()
+    except Exception:
+        return None
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _host(response: Any) -> str:
+    url = getattr(getattr(response, "request", None), "url", None) or getattr(response, "url", "")
+    text = str(url)
+    return text.split("/")[2] if text.count("/") >= 2 else "the provider"

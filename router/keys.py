@@ -89,6 +89,15 @@ class Keys:
         """Sorted set: start times inside the current rate window of a profile."""
         return f"{self.prefix}:rate:{profile}"
 
+    def paused(self, profile: str) -> str:
+        """String: until when (ms) a profile's jobs wait (a RetryAfter with pause:
+        profile, or "manual" for ``taskrouter pause``)."""
+        return f"{self.prefix}:paused:{profile}"
+
+    def paused_key(self, profile: str, limit_key: str) -> str:
+        """String: until when (ms) the jobs of one limit key of a profile wait."""
+        return f"{self.prefix}:pausedkey:{profile}:{limit_key}"
+
     def counters(self) -> str:
         """Hash: lifetime counters for /metrics (field "<what>|profile|backend|queue|task")."""
         return f"{self.prefix}:counters"

@@ -18,6 +18,10 @@ Kind = Literal["cpu", "io"]
 # (a Celery worker that holds thousands of waiting calls in one process).
 Lane = Literal["prefork", "fork", "io"]
 WorkflowMode = Literal["celery", "per-step"]
+# What a RetryAfter from one job holds back: that job only, every job of its limit key,
+# or every job of its profile.
+PauseScope = Literal["none", "key", "profile"]
+PAUSE_SCOPES: tuple[str, ...] = ("none", "key", "profile")
 
 SHAPES: tuple[str, ...] = ("isolated", "chain", "group", "chord")
 BACKEND_CHOICES: tuple[str, ...] = ("auto", "celery", "rq")
@@ -63,6 +67,25 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryAfterPolicy:
+    """What a ``RetryAfter`` raised by a task (a provider's "not now") does."""
+
+    pause: PauseScope = "none"  # who else waits until then
+    http_429: bool = False  # an httpx/requests HTTP 429 error is a RetryAfter
+    default: float = 10.0  # seconds, for a 429 without a usable Retry-After header
+    max: int = 100  # waits of one job before it fails instead (a provider that never lets up)
+
+
+@dataclass(frozen=True, slots=True)
+class PerKey:
+    """Limits per limit key (a tenant, a model), under the profile's global ones."""
+
+    key: str | None = None  # the task argument whose value is the key
+    concurrency: int | None = None
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """One profile of policies.yaml, with every default filled in."""
 
@@ -77,6 +100,8 @@ class Profile:
     keep_results: float = 86400.0
     concurrency: int | None = None
     rate_limit: RateLimit | None = None
+    retry_after: RetryAfterPolicy = field(default_factory=RetryAfterPolicy)
+    per_key: PerKey = field(default_factory=PerKey)
     line: int | None = None  # where the profile starts in its file, for messages
 
 

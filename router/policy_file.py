@@ -24,20 +24,26 @@ from __future__ import annotations
 import os
 from typing import NamedTuple, cast
 
+from yaml.nodes import Node, ScalarNode
+
 from taskrouter.classify import classify
 from taskrouter.derive import lane_problems, visibility_problems
 from taskrouter.durations import format_duration
-from taskrouter.errors import PolicyError, PolicyProblem
+from taskrouter.errors import MAX_RETRY_AFTER, PolicyError, PolicyProblem
 from taskrouter.policy import (
     BACKEND_CHOICES,
     KINDS,
+    PAUSE_SCOPES,
     SHAPES,
     WORKFLOW_MODES,
     BackendChoice,
     Kind,
+    PauseScope,
+    PerKey,
     Policy,
     Profile,
     Retries,
+    RetryAfterPolicy,
     Routing,
     Shape,
     WorkflowMode,
@@ -68,8 +74,12 @@ PROFILE_KEYS = (
     "keep_results",
     "concurrency",
     "rate_limit",
+    "retry_after",
+    "per_key",
 )
 RETRIES_KEYS = ("max", "backoff")
+RETRY_AFTER_KEYS = ("pause", "http_429", "default", "max")
+PER_KEY_KEYS = ("key", "concurrency", "rate_limit")
 
 # Keys kombu's Redis transport keeps for itself: a Celery queue of that name would
 # collide with them (WRONGTYPE errors, lost messages).
@@ -267,6 +277,8 @@ class _Reader(NodeReader):
         keep = self.optional(body, at, "keep_results", self.keep_results, defaults.keep_results)
         concurrency = self.optional(body, at, "concurrency", self.at_least_one, None)
         rate_limit = self.optional(body, at, "rate_limit", self.rate, None)
+        retry_after = self.optional(body, at, "retry_after", self.retry_after, RetryAfterPolicy())
+        per_key = self.optional(body, at, "per_key", self.per_key, PerKey())
         if (
             latency is None
             or shape is None
@@ -276,6 +288,8 @@ class _Reader(NodeReader):
             or timeout is None
             or retries is None
             or keep is None
+            or retry_after is None
+            or per_key is None
         ):
             return None  # reported, here or in defaults
         return Profile(
@@ -290,8 +304,69 @@ class _Reader(NodeReader):
             keep_results=keep,
             concurrency=concurrency,
             rate_limit=rate_limit,
+            retry_after=retry_after,
+            per_key=per_key,
             line=line,
         )
+
+    def retry_after(self, node: Node, dotted: str) -> RetryAfterPolicy | None:
+        example = "pause, http_429, default and max, e.g. {pause: key, http_429: true}"
+        body = self.mapping(node, dotted, RETRY_AFTER_KEYS, example)
+        if body is None:
+            return None
+        base = RetryAfterPolicy()
+        pause = self.optional(body, dotted, "pause", self.choice_of(PAUSE_SCOPES), base.pause)
+        http_429 = self.optional(body, dotted, "http_429", self.flag, base.http_429)
+        wait = self.optional(body, dotted, "default", self.retry_after_wait, base.default)
+        count = self.optional(body, dotted, "max", self.at_least_one, base.max)
+        if pause is None or http_429 is None or wait is None or count is None:
+            return None
+        return RetryAfterPolicy(cast(PauseScope, pause), http_429, wait, count)
+
+    def retry_after_wait(self, node: Node, dotted: str) -> float | None:
+        wait = self.duration(node, dotted)
+        if wait is not None and wait > MAX_RETRY_AFTER:
+            self.report(
+                line_of(node),
+                dotted,
+                f"{format_duration(wait)} is longer than a RetryAfter may wait (1d): "
+                "a longer wait is a schedule (task.using(delay=...))",
+            )
+            return None
+        return wait
+
+    def flag(self, node: Node, dotted: str) -> bool | None:
+        value = self.scalar(node) if isinstance(node, ScalarNode) else None
+        if isinstance(value, bool):
+            return value
+        self.report(line_of(node), dotted, f"must be true or false; got {shown(node)}")
+        return None
+
+    def per_key(self, node: Node, dotted: str) -> PerKey | None:
+        example = "key, concurrency and rate_limit, e.g. {key: tenant, concurrency: 4}"
+        body = self.mapping(node, dotted, PER_KEY_KEYS, example)
+        if body is None:
+            return None
+        key = self.optional(body, dotted, "key", self.argument_name, None)
+        cap = self.optional(body, dotted, "concurrency", self.at_least_one, None)
+        rate = self.optional(body, dotted, "rate_limit", self.rate, None)
+        if ("key" in body and key is None) or ("concurrency" in body and cap is None):
+            return None
+        if "rate_limit" in body and rate is None:
+            return None
+        return PerKey(key, cap, rate)
+
+    def argument_name(self, node: Node, dotted: str) -> str | None:
+        text = str(node.value) if isinstance(node, ScalarNode) else ""
+        if isinstance(node, ScalarNode) and text.isidentifier():
+            return text
+        self.report(
+            line_of(node),
+            dotted,
+            f"must name an argument of the task (a Python identifier), e.g. tenant; "
+            f"got {shown(node)}",
+        )
+        return None
 
     # -- combinations --------------------------------------------------------------
 

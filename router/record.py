@@ -11,14 +11,19 @@ from typing import Final
 # What the job is and where it runs (written once, at creation).
 IDENTITY: Final = ("id", "task", "profile", "backend", "queue", "lane", "workflow_id")
 # The call and how to retry it.
-CALL: Final = ("payload", "max_attempts", "delays", "keep_ms", "idempotency_key", "retry_of")
+CALL: Final = (
+    *("payload", "max_attempts", "delays", "keep_ms", "idempotency_key", "retry_of"),
+    "limit_key",  # the key of the profile's per-key limits and pauses
+    "cost",  # units of the profile's rate limit the call uses (default 1)
+)
 # Where it is now.
 PROGRESS: Final = (
     "state",
     "attempts",
     "dispatch",  # the engine message that may run it (one native id per dispatch)
     "due_at",  # when a scheduled or retrying job may be sent
-    "waiting",  # why a scheduled job waits ("limit": a global limit)
+    "waiting",  # why a scheduled job waits: "limit", "paused", "retry_after"
+    "waits",  # RetryAfter waits so far (they use no attempt)
     "token",  # the claim that owns the running attempt
     "lease_until",
     "worker",

@@ -1,13 +1,14 @@
 -- A worker is about to run dispatch number ARGV[3] of job ARGV[2].
 -- ARGV: prefix, id, dispatch, worker, now_ms, lease_ms, token
--- Returns {'ok', task, payload, attempts, max_attempts, delays, workflow_id}, or
+-- Returns {'ok', task, payload, attempts, max_attempts, delays, workflow_id, profile,
+-- limit_key}, or {'limited', due_ms} (over a limit or paused: back on the schedule), or
 -- {'missing'} / {'finished', state} / {'stale', dispatch} / {'duplicate'}.
 local id, dispatch, now = ARGV[2], ARGV[3], tonumber(ARGV[5])
 local key = K.job(id)
 -- Every field this script may need, in one read: a claim is on every job's start path.
 local r = redis.call('HMGET', key, 'state', 'dispatch', 'lease_until', 'attempts',
   'max_attempts', 'token', 'profile', 'created_at', 'waiting', 'task', 'payload', 'delays',
-  'workflow_id', 'backend')
+  'workflow_id', 'backend', 'limit_key')
 local state = r[1]
 if not state then return {'missing'} end
 if state == 'succeeded' or state == 'failed' or state == 'canceled' then return {'finished', state} end
@@ -15,7 +16,7 @@ if r[2] ~= dispatch then return {'stale', r[2] or ''} end
 local attempts, max = tonumber(r[4] or '0'), tonumber(r[5] or '1')
 local profile, created = r[7], r[8]
 local function granted(n)
-  return {'ok', r[10], r[11], n, max, r[12] or '', r[13] or ''}
+  return {'ok', r[10], r[11], n, max, r[12] or '', r[13] or '', profile or '', r[15] or ''}
 end
 if state == 'running' and r[6] == ARGV[7] then
   -- This claim again (its first reply was lost to a dropped connection): same answer.
@@ -37,20 +38,26 @@ elseif state ~= 'queued' then
   return {'stale', r[2] or ''}
 end
 local lease = now + tonumber(ARGV[6])
+-- Over a limit or paused: back to the router's schedule, holding no worker slot. The
+-- engine message is spent; a new dispatch is sent when the job may start.
+local function wait_until(wait, why)
+  redis.call('HINCRBY', key, 'dispatch', 1)
+  redis.call('HSET', key, 'due_at', wait, 'waiting', why)
+  redis.call('ZADD', K.schedule, wait, id)
+  move_state(id, key, state, 'scheduled')
+  return {'limited', tostring(wait)}
+end
 local cap, rcount, rper = limits(profile)
+local held = paused_until(profile, r[15], now)
+if held then
+  if cap then redis.call('ZREM', K.slots(profile), id) end
+  return wait_until(held, 'paused')
+end
 if cap or rcount then
   local slots = K.slots(profile)
   redis.call('ZREM', slots, id)  -- a redelivery after a death re-acquires below
   local room, wait = headroom(profile, now, cap, rcount, rper)
-  if room ~= nil and room <= 0 then
-    -- Over a global limit: back to the router's schedule, holding no worker slot. The
-    -- engine message is spent; a new dispatch is sent when the job may start.
-    redis.call('HINCRBY', key, 'dispatch', 1)
-    redis.call('HSET', key, 'due_at', wait, 'waiting', 'limit')
-    redis.call('ZADD', K.schedule, wait, id)
-    move_state(id, key, state, 'scheduled')
-    return {'limited', tostring(wait)}
-  end
+  if room ~= nil and room <= 0 then return wait_until(wait, 'limit') end
   if cap then redis.call('ZADD', slots, lease, id) end
   if rcount then redis.call('ZADD', K.rate(profile), now, id .. ':' .. (attempts + 1)) end
 end

@@ -87,6 +87,30 @@ local function headroom(profile, now, cap, rcount, rper)
   return room, wait
 end
 
+-- Until when (ms) a job of `profile` with limit key `lkey` must wait because its profile
+-- or its key is paused (a RetryAfter, or `taskrouter pause`), or nil. A manual pause has
+-- no end: its jobs look again every PAUSE_POLL ms, so a resume is seen within that.
+local PAUSE_POLL = 2000
+local function paused_until(profile, lkey, now)
+  local p = redis.call('GET', K.paused(profile))
+  local until_ = (p == 'manual') and (now + PAUSE_POLL) or tonumber(p or '')
+  if lkey and lkey ~= '' then
+    local q = tonumber(redis.call('GET', K.paused_key(profile, lkey)) or '')
+    if q and (until_ == nil or q > until_) then until_ = q end
+  end
+  if until_ and until_ > now then return until_ end
+  return nil
+end
+
+-- Jobs of `profile` (or of its key `lkey`, when scope is 'key') wait until `until_`
+-- (ms): a pause only grows, so two RetryAfters keep the later end.
+local function pause(profile, lkey, scope, until_, now)
+  local key = scope == 'profile' and K.paused(profile) or K.paused_key(profile, lkey or '')
+  local was = redis.call('GET', key)
+  if was == 'manual' or tonumber(was or '0') >= until_ then return end
+  redis.call('SET', key, until_, 'PX', math.max(1, until_ - now))
+end
+
 -- The job gives back its concurrency slot, if its profile has a limit and it holds one.
 local function release_slot(id, key)
   local profile = redis.call('HGET', key, 'profile')

@@ -15,7 +15,7 @@ local function release_due()
   local room = {}
   for _, id in ipairs(redis.call('ZRANGE', K.schedule, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
     local key = K.job(id)
-    local f = redis.call('HMGET', key, 'state', 'profile', 'backend')
+    local f = redis.call('HMGET', key, 'state', 'profile', 'backend', 'limit_key')
     local state, profile = f[1], f[2]
     if state == 'retrying' or state == 'scheduled' then
       if room[profile] == nil then
@@ -23,7 +23,10 @@ local function release_due()
         room[profile] = {r, wait}
       end
       local r, wait = room[profile][1], room[profile][2]
-      if r ~= nil and r <= 0 then
+      local held = paused_until(profile, f[4], now)
+      if held then
+        redis.call('ZADD', K.schedule, held, id)
+      elseif r ~= nil and r <= 0 then
         redis.call('ZADD', K.schedule, wait or (now + 250), id)
       else
         if r ~= nil then room[profile][1] = r - 1 end

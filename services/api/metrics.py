@@ -5,7 +5,7 @@ any number of API replicas report the same values and a restart loses nothing.
 
 - ``taskrouter_jobs{profile,backend,queue,state}``: jobs by state now, per profile
   (the state indexes intersected with the profile indexes).
-- ``taskrouter_jobs_{submitted,succeeded,failed,retried,canceled}_total{profile,backend,
+- ``taskrouter_jobs_{submitted,succeeded,failed,retried,waited,canceled}_total{profile,backend,
   queue,task}``: lifetime counters (``Keys.counters``).
 - ``taskrouter_job_queue_wait_seconds`` and ``taskrouter_job_run_seconds``: gauge
   histograms over the newest ``RECENT`` succeeded and ``RECENT`` failed jobs, computed
@@ -51,7 +51,7 @@ log = logging.getLogger("taskrouter.api")
 router = APIRouter(tags=["metrics"])
 
 RECENT = RECENT_FINISHED
-EVENTS = ("submitted", "succeeded", "failed", "retried", "canceled")
+EVENTS = ("submitted", "succeeded", "failed", "retried", "waited", "canceled")
 LABELS = ["profile", "backend", "queue", "task"]
 # Seconds. Queue waits of short jobs are milliseconds; long jobs wait and run for hours.
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)

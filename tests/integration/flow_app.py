@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from taskrouter import current_job, task
+from taskrouter import RetryAfter, current_job, task
 
 STEPS = 6
 
@@ -57,3 +57,43 @@ def report_progress(release: str) -> str:
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.02)
     return "ok"
+
+
+def _call(url: str, tenant: str, client: str) -> str:
+    """One paid call; the provider may answer 429 (raise_for_status raises it)."""
+    if client == "requests":
+        import requests
+
+        r = requests.get(url, params={"tenant": tenant}, timeout=10)
+        r.raise_for_status()
+        return r.text
+    import httpx
+
+    response = httpx.get(url, params={"tenant": tenant}, timeout=10)
+    response.raise_for_status()
+    return response.text
+
+
+@task(profile="flow_celery", name="t.flow_call_celery")
+def call_celery(url: str, tenant: str, client: str = "httpx") -> str:
+    return _call(url, tenant, client)
+
+
+@task(profile="flow_rq", name="t.flow_call_rq")
+def call_rq(url: str, tenant: str, client: str = "httpx") -> str:
+    return _call(url, tenant, client)
+
+
+@task(profile="flow_profile_pause", name="t.flow_wait_once")
+def wait_once(counter: str, seconds: float) -> int:
+    """Raises RetryAfter(seconds) on its first run unless seconds is 0; returns how many
+    runs it took."""
+    runs = int(_redis().incr(counter))
+    if runs == 1 and seconds > 0:
+        raise RetryAfter(seconds, "the provider is busy")
+    return runs
+
+
+@task(profile="flow_celery", name="t.flow_always_later")
+def always_later(seconds: float) -> None:
+    raise RetryAfter(seconds)

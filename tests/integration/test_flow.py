@@ -1,12 +1,15 @@
-"""Flow control on real workers: progress and checkpoints."""
+"""Flow control on real workers: progress and checkpoints, RetryAfter and pauses."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -87,3 +90,117 @@ def test_checkpointed_job_killed_mid_run_resumes_at_its_checkpoint(
     assert job.checkpoints["step3"] == {"step": 3, "tokens": 300}
     assert job.progress["fraction"] == 1.0
     assert time.monotonic() - killed < 30
+
+
+class Provider:
+    """A paid API on 127.0.0.1: ``GET /<name>?tenant=T`` answers 429 with ``Retry-After``
+    the first ``busy[name]`` times, then 200; every request is logged with its time."""
+
+    def __init__(self) -> None:
+        self.busy: dict[str, tuple[int, str | None]] = {}
+        self.log: list[tuple[float, str, str, int]] = []  # time, name, tenant, status
+        self._lock = threading.Lock()
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                name, tenant = url.path.strip("/"), parse_qs(url.query)["tenant"][0]
+                with provider._lock:
+                    left, header = provider.busy.get(name, (0, None))
+                    status = 429 if left > 0 else 200
+                    provider.busy[name] = (left - 1, header)
+                    provider.log.append((time.time(), name, tenant, status))
+                self.send_response(status)
+                if status == 429 and header is not None:
+                    self.send_header("Retry-After", header)
+                body = b"slow down" if status == 429 else f"ok {name}".encode()
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def calls(self, name: str) -> list[tuple[float, int]]:
+        with self._lock:
+            return [(t, status) for t, n, _, status in self.log if n == name]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    p = Provider()
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize(
+    "engine, fn, queue, client",
+    [
+        ("celery", flow_app.call_celery, "flow-celery", "httpx"),
+        ("rq", flow_app.call_rq, "flow-rq", "requests"),
+    ],
+)
+def test_http_429_pauses_the_key_and_resumes_it_on_time_using_no_attempt(
+    stack, provider, engine, fn, queue, client
+):
+    tag = uuid.uuid4().hex[:8]
+    first, same, other = f"a-{tag}", f"b-{tag}", f"c-{tag}"
+    provider.busy[first] = (1, "2")  # one 429 with Retry-After: 2 s
+    with own_worker(stack, engine, [queue], concurrency=2):
+        job = fn.enqueue(f"{provider.url}/{first}", "t1", client)
+        poll(lambda: stack.runtime.store.fields(job.id, "waiting")[0] == "retry_after", 30, "429")
+        refused_at = provider.calls(first)[0][0]
+        # The key is paused: the tenant's next job waits; another tenant's does not.
+        waits = fn.enqueue(f"{provider.url}/{same}", "t1", client)
+        free = fn.enqueue(f"{provider.url}/{other}", "t2", client)
+        assert free.wait(30) == f"ok {other}"
+        assert waits.refresh().state in ("queued", "scheduled")
+        assert job.wait(30) == f"ok {first}" and waits.wait(30) == f"ok {same}"
+    (_, status), (again, _) = provider.calls(first)
+    assert status == 429
+    assert provider.calls(other)[0][0] < refused_at + 1.5  # not held back by t1's pause
+    # Nothing of tenant t1 reached the provider inside the 2 s it asked for, and both
+    # came back soon after it (the schedule is looked at every 0.5 s).
+    assert provider.calls(same)[0][0] >= refused_at + 1.9
+    assert refused_at + 1.9 <= again < refused_at + 5, again - refused_at
+    assert job.attempts == 1  # the wait used no attempt: both runs are attempt 1
+    assert [h["attempt"] for h in job.history] == [1, 1]
+    assert job.history[0]["error"]["type"] == "RetryAfter"
+    assert "HTTP 429" in job.history[0]["error"]["message"]
+    assert waits.attempts == 1 and "error" not in waits.history[0]
+
+
+def test_retry_after_with_pause_profile_holds_the_whole_profile(stack):
+    counter = f"{stack.prefix}:t:runs:{uuid.uuid4().hex}"
+    other = f"{stack.prefix}:t:runs:{uuid.uuid4().hex}"
+    with own_worker(stack, "celery", ["flow-celery"], concurrency=2):
+        job = flow_app.wait_once.enqueue(counter, 2)
+        poll(lambda: job.refresh().state == "scheduled", 30, "the RetryAfter")
+        paused_at = time.time()
+        assert stack.runtime.store.client.get(stack.runtime.store.keys.paused("flow_profile_pause"))
+        second = flow_app.wait_once.enqueue(other, 0)  # would succeed at once
+        poll(lambda: second.refresh().state == "scheduled", 30, "the second job to wait")
+        assert stack.runtime.store.fields(second.id, "waiting")[0] == "paused"
+        assert job.wait(30) == 2
+        assert second.wait(30) == 1  # it never ran inside the pause...
+    assert second.started_at / 1000 >= paused_at + 1.0  # ...which began before paused_at
+    assert job.attempts == 1
+
+
+def test_a_provider_that_never_lets_up_fails_the_job_after_max_waits(stack):
+    with own_worker(stack, "celery", ["flow-celery"]):
+        job = flow_app.always_later.using(limit_key=uuid.uuid4().hex).enqueue(0.1)
+        with pytest.raises(Exception) as failed:
+            job.wait(30)
+    assert "RetryAfter" in str(failed.value)
+    assert len(job.history) == 4  # max: 3 waits, then the fourth RetryAfter fails it
+    assert job.attempts == 1

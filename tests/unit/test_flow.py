@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
 import math
 
 import pytest
 
 from taskrouter import PayloadError, RetryAfter, codec, current_job, task
-from taskrouter.errors import DamagedRecord
-from taskrouter.flow import MAX_CHECKPOINT_CHARS, CurrentJob, running
+from taskrouter.errors import DamagedRecord, PolicyError
+from taskrouter.flow import MAX_CHECKPOINT_CHARS, CurrentJob, retry_after_of, running
 from taskrouter.job import Job
+from taskrouter.policy import PerKey, RateLimit, RetryAfterPolicy
+from taskrouter.policy_file import parse_policy
+from taskrouter.registry import Task, limit_key_of
 
 
 @task(profile="quick", name="t.unit_flow_inline")
@@ -106,3 +111,135 @@ def test_garbled_flow_fields_are_damage(field, value):
 def test_retry_after_seconds_are_bounded(bad):
     with pytest.raises(ValueError):
         RetryAfter(bad)
+
+
+# -- RetryAfter from HTTP 429 -------------------------------------------------------------
+
+
+def _http_error(library: str, status: int, headers: dict[str, str]) -> Exception:
+    if library == "httpx":
+        import httpx
+
+        request = httpx.Request("GET", "https://api.example.com/v1/chat")
+        response = httpx.Response(status, headers=headers, request=request)
+        return httpx.HTTPStatusError("busy", request=request, response=response)
+    import requests
+
+    response = requests.Response()
+    response.status_code, response.url = status, "https://api.example.com/v1/chat"
+    response.headers.update(headers)
+    return requests.HTTPError("busy", response=response)
+
+
+@pytest.mark.parametrize("library", ["httpx", "requests"])
+def test_an_http_429_with_retry_after_seconds_is_a_retry_after(library):
+    later = retry_after_of(
+        _http_error(library, 429, {"Retry-After": "7"}), http_429=True, default=1
+    )
+    assert later is not None and later.seconds == 7.0
+    assert "api.example.com" in later.reason
+
+
+def test_a_429_retry_after_date_and_a_missing_header():
+    when = email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
+    later = retry_after_of(
+        _http_error("httpx", 429, {"Retry-After": when}), http_429=True, default=1
+    )
+    assert later is not None and 25 < later.seconds <= 30
+    bare = retry_after_of(_http_error("httpx", 429, {}), http_429=True, default=4)
+    assert bare is not None and bare.seconds == 4
+    junk = retry_after_of(
+        _http_error("httpx", 429, {"Retry-After": "soon"}), http_429=True, default=4
+    )
+    assert junk is not None and junk.seconds == 4
+
+
+def test_a_429_is_only_a_retry_after_when_the_profile_opts_in():
+    assert retry_after_of(_http_error("httpx", 429, {}), http_429=False, default=1) is None
+    assert retry_after_of(_http_error("httpx", 503, {}), http_429=True, default=1) is None
+
+
+def test_a_429_that_caused_the_error_counts_and_retry_after_is_itself():
+    try:
+        try:
+            raise _http_error("requests", 429, {"Retry-After": "3"})
+        except Exception as exc:
+            raise RuntimeError("the client gave up") from exc
+    except RuntimeError as wrapped:
+        later = retry_after_of(wrapped, http_429=True, default=1)
+    assert later is not None and later.seconds == 3
+    own = RetryAfter(2)
+    assert retry_after_of(own, http_429=False, default=1) is own
+
+
+# -- policy keys --------------------------------------------------------------------------
+
+
+def _profile(extra: str) -> str:
+    return f"version: 1\nprofiles:\n  llm:\n    expected_latency: 5s\n{extra}"
+
+
+def test_retry_after_and_per_key_are_read_with_their_defaults():
+    policy = parse_policy(
+        _profile(
+            "    retry_after: {pause: key, http_429: true}\n"
+            "    per_key: {key: tenant, concurrency: 4, rate_limit: 60/m}\n"
+        ),
+        "p.yaml",
+    )
+    llm = policy.profiles["llm"]
+    assert llm.retry_after == RetryAfterPolicy(pause="key", http_429=True, default=10.0, max=100)
+    assert llm.per_key == PerKey("tenant", 4, RateLimit(60, 60.0))
+    assert parse_policy(_profile(""), "p.yaml").profiles["llm"].per_key == PerKey()
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("    retry_after: {pause: keys}\n", "p.yaml:5: profiles.llm.retry_after.pause: "),
+        ("    retry_after: {http_429: 1}\n", "retry_after.http_429: must be true or false"),
+        ("    retry_after: {default: 2d}\n", "retry_after.default: 2d is longer than"),
+        ("    retry_after: {max: 0}\n", "retry_after.max: must be a whole number >= 1"),
+        ("    retry_after: {pasue: key}\n", "did you mean 'pause'?"),
+        ("    per_key: {key: 1tenant}\n", "per_key.key: must name an argument"),
+        ("    per_key: {concurency: 3}\n", "did you mean 'concurrency'?"),
+        ("    per_key: {rate_limit: 0/m}\n", "per_key.rate_limit: "),
+        ("    per_key: 4\n", "profiles.llm.per_key: must be a mapping"),
+        ("    per_keys: {key: tenant}\n", "did you mean 'per_key'?"),
+    ],
+)
+def test_bad_flow_keys_name_the_file_line_and_key(extra, expected):
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(_profile(extra), "p.yaml")
+    assert expected in str(caught.value), str(caught.value)
+
+
+# -- limit keys ---------------------------------------------------------------------------
+
+
+def _summarize(doc: str, tenant: str = "default", *, model: dict | None = None) -> None: ...
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, argument, expected",
+    [
+        (("d", "t-7"), {}, "tenant", "t-7"),
+        (("d",), {"tenant": "t-8"}, "tenant", "t-8"),
+        (("d",), {}, "tenant", "default"),  # the default applies
+        (("d",), {"model": {"name": "m"}}, "model", '{"name":"m"}'),
+        (("d",), {}, "model", None),  # None: no key
+        (("d",), {}, None, None),  # the profile names no argument
+        ((), {}, "tenant", None),  # does not bind: the worker reports it
+    ],
+)
+def test_the_limit_key_is_the_named_argument_as_text(args, kwargs, argument, expected):
+    fn = Task(_summarize, name="t.unit_summarize", profile="llm")
+    assert limit_key_of(fn, args, kwargs, argument) == expected
+
+
+@pytest.mark.parametrize(
+    "options", [{"limit_key": ""}, {"limit_key": 7}, {"cost": 0}, {"cost": True}, {"cost": "5"}]
+)
+def test_bad_limit_key_or_cost_is_refused_at_using(options):
+    with pytest.raises(ValueError):
+        inline.using(**options)
