@@ -26,7 +26,7 @@ from taskrouter import codec
 from taskrouter.derive import Derived, ProfileSettings, derive
 from taskrouter.errors import BackendUnavailable, JobNotFound, JobStateConflict, TaskrouterError
 from taskrouter.job import Job
-from taskrouter.policy import ENGINES
+from taskrouter.policy import ENGINES, PerKey
 from taskrouter.policy_file import load_policy
 from taskrouter.registry import CallOptions, Task, limit_key_of
 from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL, Settings
@@ -338,7 +338,7 @@ class Runtime:
         return self.store.requeue_held(held_dispatches(self, before))
 
     def publish_limits(self) -> None:
-        """Make this policy's global limits the ones every worker enforces."""
+        """Make this policy's limits (global and per key) the ones every worker enforces."""
         self.store.publish_limits(
             {
                 name: (
@@ -347,7 +347,16 @@ class Runtime:
                     ps.rate_limit.per if ps.rate_limit else None,
                 )
                 for name, ps in self.derived.profiles.items()
-            }
+            },
+            {
+                name: (
+                    ps.per_key.concurrency,
+                    ps.per_key.rate_limit.count if ps.per_key.rate_limit else None,
+                    ps.per_key.rate_limit.per if ps.per_key.rate_limit else None,
+                )
+                for name, ps in self.derived.profiles.items()
+                if ps.per_key != PerKey()
+            },
         )
 
     def ping(self) -> None:

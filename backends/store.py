@@ -384,22 +384,24 @@ class JobStore:
         return due, int(dispatch or 1)
 
     def publish_limits(
-        self, limits: Mapping[str, tuple[int | None, int | None, float | None]]
+        self,
+        limits: Mapping[str, tuple[int | None, int | None, float | None]],
+        per_key: Mapping[str, tuple[int | None, int | None, float | None]] | None = None,
     ) -> None:
         """Write each profile's global limits (concurrency, rate count, rate window s),
-        which claim and take_due enforce; a profile without limits has its entry removed."""
+        which claim and take_due enforce; a profile without limits has its entry removed.
+        A profile in ``per_key`` (it has a per_key section) gets its per-key limits too,
+        and its jobs over a limit wait in per-key lines (fair share)."""
         client = self.client
+        per_key = per_key or {}
         with engine_errors():
             pipe = client.pipeline(transaction=False)
             for profile, (cap, count, per) in limits.items():
                 key = self.keys.limits(profile)
                 pipe.delete(key)
-                fields = {
-                    "concurrency": cap,
-                    "rate_count": count,
-                    "rate_per_ms": None if per is None else int(per * 1000),
-                }
-                fields = {k: v for k, v in fields.items() if v is not None}
+                fields = _limit_fields("", cap, count, per)
+                if profile in per_key:
+                    fields.update(_limit_fields("key_", *per_key[profile]), keyed=1)
                 if fields:
                     pipe.hset(key, mapping=fields)
             pipe.execute()
@@ -410,6 +412,17 @@ class JobStore:
 
     def close(self) -> None:
         self._clients.close()
+
+
+def _limit_fields(
+    head: str, cap: int | None, count: int | None, per: float | None
+) -> dict[str, int]:
+    fields = {
+        f"{head}concurrency": cap,
+        f"{head}rate_count": count,
+        f"{head}rate_per_ms": None if per is None else int(per * 1000),
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def delete_prefix(url: str, prefix: str) -> int:

@@ -89,6 +89,37 @@ class Keys:
         """Sorted set: start times inside the current rate window of a profile."""
         return f"{self.prefix}:rate:{profile}"
 
+    def rate_used(self, profile: str) -> str:
+        """String: the units (the calls' costs) inside a profile's rate window (``rate``
+        holds one entry per start, ``<id>:<attempt>:<cost>``)."""
+        return f"{self.prefix}:rateused:{profile}"
+
+    def key_slots(self, profile: str, limit_key: str) -> str:
+        """Sorted set: job ids of one limit key holding a slot of its per-key concurrency."""
+        return f"{self.prefix}:kslots:{profile}:{limit_key}"
+
+    def key_rate(self, profile: str, limit_key: str) -> str:
+        """Sorted set: starts inside the rate window of one limit key (as ``rate``)."""
+        return f"{self.prefix}:krate:{profile}:{limit_key}"
+
+    def key_rate_used(self, profile: str, limit_key: str) -> str:
+        """String: the units inside the rate window of one limit key."""
+        return f"{self.prefix}:krateused:{profile}:{limit_key}"
+
+    def waiting(self, profile: str, limit_key: str) -> str:
+        """Sorted set: ids of one limit key's jobs waiting for a limit, by creation time."""
+        return f"{self.prefix}:kwait:{profile}:{limit_key}"
+
+    def waiting_keys(self, profile: str) -> str:
+        """Sorted set: the limit keys of a profile with waiting jobs, scored by when each
+        was last given a start (0: never), so that starts go round the keys."""
+        return f"{self.prefix}:kwaitkeys:{profile}"
+
+    @property
+    def fair_profiles(self) -> str:
+        """Set: the profiles with jobs waiting in per-key queues (``waiting``)."""
+        return f"{self.prefix}:fair"
+
     def paused(self, profile: str) -> str:
         """String: until when (ms) a profile's jobs wait (a RetryAfter with pause:
         profile, or "manual" for ``taskrouter pause``)."""

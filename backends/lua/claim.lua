@@ -8,7 +8,7 @@ local key = K.job(id)
 -- Every field this script may need, in one read: a claim is on every job's start path.
 local r = redis.call('HMGET', key, 'state', 'dispatch', 'lease_until', 'attempts',
   'max_attempts', 'token', 'profile', 'created_at', 'waiting', 'task', 'payload', 'delays',
-  'workflow_id', 'backend', 'limit_key')
+  'workflow_id', 'backend', 'limit_key', 'cost', 'released')
 local state = r[1]
 if not state then return {'missing'} end
 if state == 'succeeded' or state == 'failed' or state == 'canceled' then return {'finished', state} end
@@ -47,20 +47,56 @@ local function wait_until(wait, why)
   move_state(id, key, state, 'scheduled')
   return {'limited', tostring(wait)}
 end
-local cap, rcount, rper = limits(profile)
-local held = paused_until(profile, r[15], now)
+-- Over a limit of a profile with per-key limits: to the back of its key's queue, from
+-- which take_due starts jobs round the keys as room frees (fair share). Workflow members
+-- keep the schedule: their canvas brings them back.
+local lkey, cost = r[15] or '', tonumber(r[16] or '') or 1
+local function wait_in_line()
+  redis.call('HINCRBY', key, 'dispatch', 1)
+  redis.call('HSET', key, 'waiting', 'limit')
+  redis.call('HDEL', key, 'due_at', 'released')
+  redis.call('ZADD', K.waiting(profile, lkey), created, id)
+  redis.call('ZADD', K.waiting_keys(profile), 'NX', 0, lkey)
+  redis.call('SADD', K.fair_profiles, profile)
+  move_state(id, key, state, 'scheduled')
+  return {'limited', tostring(now + 500)}
+end
+local cap, rcount, rper, kcap, kcount, kper, keyed = limits(profile)
+keyed = keyed and (r[13] or '') == ''
+local held = paused_until(profile, lkey, now)
 if held then
   if cap then redis.call('ZREM', K.slots(profile), id) end
+  if keyed then redis.call('ZREM', K.key_slots(profile, lkey), id) end
   return wait_until(held, 'paused')
 end
-if cap or rcount then
+if cap or rcount or keyed then
   local slots = K.slots(profile)
-  redis.call('ZREM', slots, id)  -- a redelivery after a death re-acquires below
-  local room, wait = headroom(profile, now, cap, rcount, rper)
-  if room ~= nil and room <= 0 then return wait_until(wait, 'limit') end
+  -- A redelivery after a death, or a start take_due reserved, re-acquires below.
+  redis.call('ZREM', slots, id)
+  local room, wait = headroom(profile, now, cap, rcount, rper, cost)
+  if keyed then
+    redis.call('ZREM', K.key_slots(profile, lkey), id)
+    local kroom = key_headroom(profile, lkey, now, kcap, kcount, kper, cost)
+    -- Not released from the line while others wait in it: behind them, not ahead.
+    if (room ~= nil and room <= 0) or (kroom ~= nil and kroom <= 0)
+       or (r[17] ~= '1' and redis.call('EXISTS', K.waiting_keys(profile)) == 1) then
+      return wait_in_line()
+    end
+    if kcap then redis.call('ZADD', K.key_slots(profile, lkey), lease, id) end
+    if kcount then
+      rate_add(K.key_rate(profile, lkey), K.key_rate_used(profile, lkey), now, kper,
+        id .. ':' .. (attempts + 1) .. ':' .. cost, cost)
+    end
+  elseif room ~= nil and room <= 0 then
+    return wait_until(wait, 'limit')
+  end
   if cap then redis.call('ZADD', slots, lease, id) end
-  if rcount then redis.call('ZADD', K.rate(profile), now, id .. ':' .. (attempts + 1)) end
+  if rcount then
+    rate_add(K.rate(profile), K.rate_used(profile), now, rper,
+      id .. ':' .. (attempts + 1) .. ':' .. cost, cost)
+  end
 end
+if r[17] then redis.call('HDEL', key, 'released') end
 if r[9] then redis.call('HDEL', key, 'waiting') end
 redis.call('HSET', key, 'state', 'running', 'attempts', attempts + 1, 'started_at', now,
   'worker', ARGV[4], 'lease_until', lease, 'token', ARGV[7])

@@ -55,36 +55,96 @@ local function expire_finished(id, key, now)
   redis.call('ZADD', K.expiry, now + keep, head .. (f[5] or '') .. tail)
 end
 
--- Global limits of a profile (published by every worker from its policy).
+-- Limits of a profile (published by every worker from its policy): global, then per
+-- limit key, then whether its jobs wait in per-key queues (it has a per_key section).
 local function limits(profile)
-  local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms')
-  return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or '')
+  local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms',
+    'key_concurrency', 'key_rate_count', 'key_rate_per_ms', 'keyed')
+  return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or ''),
+    tonumber(l[4] or ''), tonumber(l[5] or ''), tonumber(l[6] or ''), l[7] == '1'
 end
 
--- How many more jobs of a profile may start now (nil: no limit), and when the next
--- start is allowed if none may. Expired slots (their worker died) are given back here.
--- cap, rcount, rper: the profile's limits when the caller has read them already.
-local function headroom(profile, now, cap, rcount, rper)
-  if cap == nil and rcount == nil then cap, rcount, rper = limits(profile) end
+-- The units of one start in a rate log: its entry is <id>:<attempt>:<cost> (entries of
+-- older versions, <id>:<attempt>, cost 1).
+local function cost_of(entry)
+  return tonumber(string.match(entry, '^[^:]*:[^:]*:(.+)$') or '') or 1
+end
+
+-- The units started inside the window `per` of rate log `log`, whose running total is
+-- kept in `used`; the entries that left the window give their units back. With no total
+-- (or an empty log) the total is counted again from the entries.
+local function rate_used(log, used, now, per)
+  local old = redis.call('ZRANGE', log, '-inf', now - per, 'BYSCORE')
+  if #old > 0 then redis.call('ZREMRANGEBYSCORE', log, '-inf', now - per) end
+  local u = redis.call('GET', used)
+  if not u or (#old > 0 and redis.call('ZCARD', log) == 0) then
+    local total = 0
+    for _, e in ipairs(redis.call('ZRANGE', log, 0, -1)) do total = total + cost_of(e) end
+    redis.call('SET', used, total, 'PX', per + 1000)
+    return total
+  end
+  local freed = 0
+  for _, e in ipairs(old) do freed = freed + cost_of(e) end
+  if freed == 0 then return tonumber(u) end
+  return tonumber(redis.call('INCRBYFLOAT', used, -freed))
+end
+
+-- A start of `cost` units enters rate log `log` and its total `used`; both expire a
+-- window after the last start, so that idle keys (tenants) leave nothing behind.
+local function rate_add(log, used, now, per, entry, cost)
+  redis.call('ZADD', log, now, entry)
+  redis.call('INCRBYFLOAT', used, cost)
+  redis.call('PEXPIRE', log, per + 1000)
+  redis.call('PEXPIRE', used, per + 1000)
+end
+
+-- How many more starts (of `cost` units each) a concurrency set and a rate log allow now
+-- (nil: no limit), and when the next one may start if none may. Expired slots (their
+-- worker died) are given back here. A call costing more than the whole rate starts
+-- alone in an empty window.
+local function room_in(slots, log, used, now, cap, count, per, cost)
   local room, wait = nil, nil
   if cap then
-    local slots = K.slots(profile)
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
     room = cap - redis.call('ZCARD', slots)
     if room <= 0 then wait = now + 250 end
   end
-  if rcount then
-    local rate = K.rate(profile)
-    redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - rper)
-    local left = rcount - redis.call('ZCARD', rate)
+  if count then
+    cost = cost or 1
+    local spent = rate_used(log, used, now, per)
+    local left = 0
+    if spent == 0 or spent + cost <= count then
+      left = math.max(1, math.floor((count - spent) / cost))
+    end
     if room == nil or left < room then room = left end
     if left <= 0 then
-      local oldest = redis.call('ZRANGE', rate, 0, 0, 'WITHSCORES')
-      local free_at = tonumber(oldest[2]) + rper
+      -- When enough of the oldest starts leave the window (the first 100 at most).
+      local need, freed, free_at = spent + cost - count, 0, now + 250
+      local oldest = redis.call('ZRANGE', log, 0, 99, 'WITHSCORES')
+      for i = 1, #oldest, 2 do
+        freed = freed + cost_of(oldest[i])
+        free_at = tonumber(oldest[i + 1]) + per
+        if freed >= need then break end
+      end
       if wait == nil or free_at > wait then wait = free_at end
     end
   end
   return room, wait
+end
+
+-- How many more jobs of a profile may start now under its global limits (nil: no
+-- limit), and when the next start is allowed if none may. cap, rcount, rper: the
+-- profile's limits when the caller has read them already; cost: the job's units.
+local function headroom(profile, now, cap, rcount, rper, cost)
+  if cap == nil and rcount == nil then cap, rcount, rper = limits(profile) end
+  return room_in(K.slots(profile), K.rate(profile), K.rate_used(profile), now, cap, rcount,
+    rper, cost)
+end
+
+-- The same for one limit key of a profile, under its per-key limits.
+local function key_headroom(profile, lkey, now, kcap, kcount, kper, cost)
+  return room_in(K.key_slots(profile, lkey), K.key_rate(profile, lkey),
+    K.key_rate_used(profile, lkey), now, kcap, kcount, kper, cost)
 end
 
 -- Until when (ms) a job of `profile` with limit key `lkey` must wait because its profile
@@ -111,10 +171,13 @@ local function pause(profile, lkey, scope, until_, now)
   redis.call('SET', key, until_, 'PX', math.max(1, until_ - now))
 end
 
--- The job gives back its concurrency slot, if its profile has a limit and it holds one.
+-- The job gives back its concurrency slots (global and per key), if it holds them.
 local function release_slot(id, key)
-  local profile = redis.call('HGET', key, 'profile')
-  if profile then redis.call('ZREM', K.slots(profile), id) end
+  local f = redis.call('HMGET', key, 'profile', 'limit_key')
+  if f[1] then
+    redis.call('ZREM', K.slots(f[1]), id)
+    redis.call('ZREM', K.key_slots(f[1], f[2] or ''), id)
+  end
 end
 
 -- One more attempt (an entry JSON) in the record's history.

@@ -42,6 +42,64 @@ local function release_due()
   end
 end
 
+-- The next job of one key's line that still waits (canceled ones are dropped), or nil.
+local function next_in_line(profile, lkey)
+  local line = K.waiting(profile, lkey)
+  for _ = 1, 100 do
+    local top = redis.call('ZPOPMIN', line)
+    if #top == 0 then return nil end
+    local f = redis.call('HMGET', K.job(top[1]), 'state', 'waiting', 'backend')
+    if f[1] == 'scheduled' and f[2] == 'limit' then return top[1], f[3] end
+  end
+  return nil
+end
+
+-- Jobs waiting in per-key lines start round the keys (the key given a start longest ago
+-- first; a new key before all), as far as the global and per-key limits have room. A
+-- start reserves its slots for the grace, so that the next pass does not start the same
+-- room again before the claim takes it.
+local function release_fair()
+  for _, profile in ipairs(redis.call('SMEMBERS', K.fair_profiles)) do
+    local turns = K.waiting_keys(profile)
+    local lkeys = redis.call('ZRANGE', turns, 0, limit - 1)
+    if #lkeys == 0 then
+      redis.call('SREM', K.fair_profiles, profile)
+    elseif not paused_until(profile, nil, now) then
+      local cap, rcount, rper, kcap, kcount, kper = limits(profile)
+      local room = headroom(profile, now, cap, rcount, rper)
+      local given, krooms, more = 0, {}, true
+      while more and (room == nil or room > 0) and given < limit do
+        more = false
+        for _, lkey in ipairs(lkeys) do
+          if (room ~= nil and room <= 0) or given >= limit then break end
+          if krooms[lkey] == nil then
+            krooms[lkey] = paused_until(profile, lkey, now) and 0
+              or key_headroom(profile, lkey, now, kcap, kcount, kper) or limit
+          end
+          if krooms[lkey] > 0 then
+            local id, backend = next_in_line(profile, lkey)
+            if id == nil then
+              redis.call('ZREM', turns, lkey)
+              krooms[lkey] = 0
+            else
+              local key = K.job(id)
+              redis.call('HSET', key, 'queued_at', now, 'released', '1')
+              move_state(id, key, 'scheduled', 'queued')
+              redis.call('ZADD', K.dispatching(backend), now, id)
+              if cap then redis.call('ZADD', K.slots(profile), now + grace, id) end
+              if kcap then redis.call('ZADD', K.key_slots(profile, lkey), now + grace, id) end
+              given, more = given + 1, true
+              krooms[lkey] = krooms[lkey] - 1
+              if room ~= nil then room = room - 1 end
+              redis.call('ZADD', turns, now * 1000 + given, lkey)  -- to the back of the round
+            end
+          end
+        end
+      end
+    end
+  end
+end
+
 -- Entries of the single dispatching set of older versions go to their engine's set (due
 -- now), so that none is stranded; an entry whose record is gone is dropped.
 local function drain_legacy()
@@ -70,6 +128,7 @@ local function emit_due()
 end
 
 release_due()
+release_fair()
 drain_legacy()
 emit_due()
 return out

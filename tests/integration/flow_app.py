@@ -97,3 +97,34 @@ def wait_once(counter: str, seconds: float) -> int:
 @task(profile="flow_celery", name="t.flow_always_later")
 def always_later(seconds: float) -> None:
     raise RetryAfter(seconds)
+
+
+def _span(spans: str, tenant: str, seconds: float) -> None:
+    start = time.time()
+    time.sleep(seconds)
+    _redis().rpush(spans, f"{tenant}:{start:.6f}:{time.time():.6f}")
+
+
+@task(profile="keyed", name="t.flow_keyed")
+def keyed(spans: str, tenant: str, seconds: float) -> None:
+    _span(spans, tenant, seconds)
+
+
+@task(profile="keyed_rq", name="t.flow_keyed_rq")
+def keyed_rq(spans: str, tenant: str, seconds: float) -> None:
+    _span(spans, tenant, seconds)
+
+
+@task(profile="key_rated", name="t.flow_key_rated")
+def key_rated(spans: str, tenant: str) -> None:
+    _span(spans, tenant, 0)
+
+
+@task(profile="weighted", name="t.flow_weighted")
+def weighted(spans: str, label: str) -> None:
+    _span(spans, label, 0)
+
+
+@task(profile="fair", name="t.flow_fair")
+def fair(spans: str, tenant: str, seconds: float) -> None:
+    _span(spans, tenant, seconds)
