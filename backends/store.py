@@ -398,7 +398,7 @@ class JobStore:
             pipe = client.pipeline(transaction=False)
             for profile, (cap, count, per) in limits.items():
                 key = self.keys.limits(profile)
-                pipe.delete(key)
+                pipe.hdel(key, *LIMIT_FIELDS)  # not "paused": a pause outlives a restart
                 fields = _limit_fields("", cap, count, per)
                 if profile in per_key:
                     fields.update(_limit_fields("key_", *per_key[profile]), keyed=1)
@@ -412,6 +412,12 @@ class JobStore:
 
     def close(self) -> None:
         self._clients.close()
+
+
+LIMIT_FIELDS = (
+    *("concurrency", "rate_count", "rate_per_ms", "keyed"),
+    *("key_concurrency", "key_rate_count", "key_rate_per_ms"),
+)
 
 
 def _limit_fields(

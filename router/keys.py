@@ -82,7 +82,9 @@ class Keys:
         return f"{self.prefix}:slots:{profile}"
 
     def limits(self, profile: str) -> str:
-        """Hash: a profile's global limits (concurrency, rate_count, rate_per_ms)."""
+        """Hash: a profile's limits (concurrency, rate_count, rate_per_ms; key_concurrency,
+        key_rate_count, key_rate_per_ms and keyed for per_key), and "paused": until when
+        (ms) its jobs wait after a RetryAfter with pause: profile, or "manual"."""
         return f"{self.prefix}:limits:{profile}"
 
     def rate(self, profile: str) -> str:
@@ -119,11 +121,6 @@ class Keys:
     def fair_profiles(self) -> str:
         """Set: the profiles with jobs waiting in per-key queues (``waiting``)."""
         return f"{self.prefix}:fair"
-
-    def paused(self, profile: str) -> str:
-        """String: until when (ms) a profile's jobs wait (a RetryAfter with pause:
-        profile, or "manual" for ``taskrouter pause``)."""
-        return f"{self.prefix}:paused:{profile}"
 
     def paused_key(self, profile: str, limit_key: str) -> str:
         """String: until when (ms) the jobs of one limit key of a profile wait."""

@@ -35,7 +35,7 @@ class CallOptions:
     idempotency_key: str | None = None
     delay: float | None = None  # seconds before the job may start ("scheduled" until then)
     limit_key: str | None = None  # the key of the profile's per_key limits (a tenant, a model)
-    cost: float | None = None  # units of the profile's rate_limit this call uses (LLM tokens)
+    cost: int | None = None  # units of the profile's rate_limit this call uses (LLM tokens)
 
     def __post_init__(self) -> None:
         for name in ("idempotency_key", "limit_key"):
@@ -44,10 +44,10 @@ class CallOptions:
                 raise ValueError(f"{name} must be a string of 1 to 200 characters")
         if self.cost is not None and (
             isinstance(self.cost, bool)
-            or not isinstance(self.cost, int | float)
-            or not 0 < self.cost <= 1e12
+            or not isinstance(self.cost, int)
+            or not 0 < self.cost <= 10**12
         ):
-            raise ValueError("cost must be a number of rate-limit units > 0")
+            raise ValueError("cost must be a whole number of rate-limit units, 1 or more")
         if self.delay is not None and (
             isinstance(self.delay, bool)
             or not isinstance(self.delay, int | float)

@@ -61,9 +61,9 @@ local function wait_in_line()
   move_state(id, key, state, 'scheduled')
   return {'limited', tostring(now + 500)}
 end
-local cap, rcount, rper, kcap, kcount, kper, keyed = limits(profile)
+local cap, rcount, rper, kcap, kcount, kper, keyed, paused = limits(profile)
 keyed = keyed and (r[13] or '') == ''
-local held = paused_until(profile, lkey, now)
+local held = paused_until(profile, lkey, now, paused or false)
 if held then
   if cap then redis.call('ZREM', K.slots(profile), id) end
   if keyed then redis.call('ZREM', K.key_slots(profile, lkey), id) end
@@ -85,7 +85,7 @@ if cap or rcount or keyed then
     if kcap then redis.call('ZADD', K.key_slots(profile, lkey), lease, id) end
     if kcount then
       rate_add(K.key_rate(profile, lkey), K.key_rate_used(profile, lkey), now, kper,
-        id .. ':' .. (attempts + 1) .. ':' .. cost, cost)
+        id .. ':' .. (attempts + 1) .. ':' .. cost, cost, true)
     end
   elseif room ~= nil and room <= 0 then
     return wait_until(wait, 'limit')

@@ -59,9 +59,9 @@ end
 -- limit key, then whether its jobs wait in per-key queues (it has a per_key section).
 local function limits(profile)
   local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms',
-    'key_concurrency', 'key_rate_count', 'key_rate_per_ms', 'keyed')
+    'key_concurrency', 'key_rate_count', 'key_rate_per_ms', 'keyed', 'paused')
   return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or ''),
-    tonumber(l[4] or ''), tonumber(l[5] or ''), tonumber(l[6] or ''), l[7] == '1'
+    tonumber(l[4] or ''), tonumber(l[5] or ''), tonumber(l[6] or ''), l[7] == '1', l[8]
 end
 
 -- The units of one start in a rate log: its entry is <id>:<attempt>:<cost> (entries of
@@ -86,16 +86,18 @@ local function rate_used(log, used, now, per)
   local freed = 0
   for _, e in ipairs(old) do freed = freed + cost_of(e) end
   if freed == 0 then return tonumber(u) end
-  return tonumber(redis.call('INCRBYFLOAT', used, -freed))
+  return redis.call('DECRBY', used, freed)
 end
 
--- A start of `cost` units enters rate log `log` and its total `used`; both expire a
--- window after the last start, so that idle keys (tenants) leave nothing behind.
-local function rate_add(log, used, now, per, entry, cost)
+-- A start of `cost` units enters rate log `log` and its total `used`. `expiring`: both
+-- expire a window after the last start, so that idle keys (tenants) leave nothing behind.
+local function rate_add(log, used, now, per, entry, cost, expiring)
   redis.call('ZADD', log, now, entry)
-  redis.call('INCRBYFLOAT', used, cost)
-  redis.call('PEXPIRE', log, per + 1000)
-  redis.call('PEXPIRE', used, per + 1000)
+  redis.call('INCRBY', used, cost)
+  if expiring then
+    redis.call('PEXPIRE', log, per + 1000)
+    redis.call('PEXPIRE', used, per + 1000)
+  end
 end
 
 -- How many more starts (of `cost` units each) a concurrency set and a rate log allow now
@@ -150,10 +152,11 @@ end
 -- Until when (ms) a job of `profile` with limit key `lkey` must wait because its profile
 -- or its key is paused (a RetryAfter, or `taskrouter pause`), or nil. A manual pause has
 -- no end: its jobs look again every PAUSE_POLL ms, so a resume is seen within that.
+-- `held`: the profile's 'paused' field when the caller has read it with its limits.
 local PAUSE_POLL = 2000
-local function paused_until(profile, lkey, now)
-  local p = redis.call('GET', K.paused(profile))
-  local until_ = (p == 'manual') and (now + PAUSE_POLL) or tonumber(p or '')
+local function paused_until(profile, lkey, now, held)
+  if held == nil then held = redis.call('HGET', K.limits(profile), 'paused') end
+  local until_ = (held == 'manual') and (now + PAUSE_POLL) or tonumber(held or '')
   if lkey and lkey ~= '' then
     local q = tonumber(redis.call('GET', K.paused_key(profile, lkey)) or '')
     if q and (until_ == nil or q > until_) then until_ = q end
@@ -165,9 +168,15 @@ end
 -- Jobs of `profile` (or of its key `lkey`, when scope is 'key') wait until `until_`
 -- (ms): a pause only grows, so two RetryAfters keep the later end.
 local function pause(profile, lkey, scope, until_, now)
-  local key = scope == 'profile' and K.paused(profile) or K.paused_key(profile, lkey or '')
-  local was = redis.call('GET', key)
-  if was == 'manual' or tonumber(was or '0') >= until_ then return end
+  if scope == 'profile' then
+    local was = redis.call('HGET', K.limits(profile), 'paused')
+    if was == 'manual' or tonumber(was or '0') >= until_ then return end
+    redis.call('HSET', K.limits(profile), 'paused', until_)
+    return
+  end
+  local key = K.paused_key(profile, lkey or '')
+  local was = tonumber(redis.call('GET', key) or '0')
+  if was >= until_ then return end
   redis.call('SET', key, until_, 'PX', math.max(1, until_ - now))
 end
 

@@ -186,7 +186,8 @@ def test_retry_after_with_pause_profile_holds_the_whole_profile(stack):
         job = flow_app.wait_once.enqueue(counter, 2)
         poll(lambda: job.refresh().state == "scheduled", 30, "the RetryAfter")
         paused_at = time.time()
-        assert stack.runtime.store.client.get(stack.runtime.store.keys.paused("flow_profile_pause"))
+        limits = stack.runtime.store.keys.limits("flow_profile_pause")
+        assert int(stack.runtime.store.client.hget(limits, "paused")) > paused_at * 1000
         second = flow_app.wait_once.enqueue(other, 0)  # would succeed at once
         poll(lambda: second.refresh().state == "scheduled", 30, "the second job to wait")
         assert stack.runtime.store.fields(second.id, "waiting")[0] == "paused"

@@ -238,7 +238,15 @@ def test_the_limit_key_is_the_named_argument_as_text(args, kwargs, argument, exp
 
 
 @pytest.mark.parametrize(
-    "options", [{"limit_key": ""}, {"limit_key": 7}, {"cost": 0}, {"cost": True}, {"cost": "5"}]
+    "options",
+    [
+        {"limit_key": ""},
+        {"limit_key": 7},
+        {"cost": 0},
+        {"cost": True},
+        {"cost": "5"},
+        {"cost": 1.5},
+    ],
 )
 def test_bad_limit_key_or_cost_is_refused_at_using(options):
     with pytest.raises(ValueError):
