@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from taskrouter import codec
 from taskrouter.derive import Derived, ProfileSettings, derive
-from taskrouter.errors import BackendUnavailable, JobNotFound, JobStateConflict, TaskrouterError
+from taskrouter.errors import (
+    BackendUnavailable,
+    BudgetExceeded,
+    JobNotFound,
+    JobStateConflict,
+    TaskrouterError,
+)
 from taskrouter.job import Job
 from taskrouter.policy import ENGINES, PerKey
 from taskrouter.policy_file import load_policy
@@ -223,6 +229,29 @@ class Runtime:
         )
         return Planned(ps, job_id, fields, create, idem, delayed, Call.of(task.name, args, kwargs))
 
+    @staticmethod
+    def refuses_over_budget(planned: Planned) -> bool:
+        """Whether the job's profile refuses enqueues once its budget is spent."""
+        budget = planned.ps.budget
+        return budget is not None and budget.when_reached == "refuse"
+
+    def check_budget(self, planned: Planned) -> None:
+        """BudgetExceeded when the job's profile refuses new jobs once its budget (or its
+        limit key's) is spent for the current window."""
+        budget = planned.ps.budget
+        if budget is None or not self.refuses_over_budget(planned):
+            return
+        lkey = planned.fields.get("limit_key")
+        per_ms = int(budget.per * 1000)
+        retry_in = (per_ms - self.store.clock() % per_ms) / 1000
+        spent = self.store.spent(planned.ps.profile, budget)
+        if spent >= budget.limit:
+            raise BudgetExceeded(planned.ps.profile, spent, budget.limit, retry_in)
+        if budget.per_key is not None and lkey:
+            spent = self.store.spent(planned.ps.profile, budget, lkey)
+            if spent >= budget.per_key:
+                raise BudgetExceeded(planned.ps.profile, spent, budget.per_key, retry_in, lkey)
+
     def submit(self, planned: Planned, *, maybe_written: bool = False) -> Job:
         """Write a planned job's record and send it to its engine.
 
@@ -232,6 +261,7 @@ class Runtime:
         of a dispatch runs nothing (it is refused at claim).
         """
         ps, job_id, create, call = planned.ps, planned.job_id, planned.create, planned.call
+        self.check_budget(planned)
         backend = self.backend(ps.backend)
         if planned.idem or planned.delayed:
             holder = self.store.create(create)
@@ -357,6 +387,7 @@ class Runtime:
                 for name, ps in self.derived.profiles.items()
                 if ps.per_key != PerKey()
             },
+            {name: ps.budget for name, ps in self.derived.profiles.items() if ps.budget},
         )
 
     def ping(self) -> None:

@@ -23,6 +23,7 @@ from redis.exceptions import NoScriptError
 from taskrouter.errors import JobLost, PayloadError
 from taskrouter.flow import MAX_CHECKPOINTS_CHARS, checkpoints_of
 from taskrouter.keys import Keys
+from taskrouter.policy import Budget
 from taskrouter.record import INDEXED
 from taskrouter.states import CancelStatus, ClaimStatus, FinishStatus, Outcome
 
@@ -271,6 +272,45 @@ class JobStore:
         )
         self._written(job_id, r)
 
+    def write_charge(self, job_id: str, token: str, amount: float) -> None:
+        """The attempt holding ``token`` spent ``amount`` (its profile's budget unit)."""
+        r = self.run("flow_write", job_id, token, self.clock(), "charge", "", repr(amount), 0)
+        self._written(job_id, r)
+
+    def spent(self, profile: str, budget: Budget, limit_key: str | None = None) -> float:
+        """What ``profile`` (or one of its limit keys) charged in the current window."""
+        window = str(self.clock() // int(budget.per * 1000))
+        key = (
+            self.keys.spend(profile, window)
+            if limit_key is None
+            else self.keys.key_spend(profile, limit_key, window)
+        )
+        with engine_errors():
+            return float(self.client.get(key) or 0)
+
+    def pause(self, profile: str) -> None:
+        """Hold every new start of ``profile`` until ``resume`` (its jobs wait scheduled)."""
+        with engine_errors():
+            self.client.hset(self.keys.limits(profile), "paused", "manual")
+
+    def resume(self, profile: str) -> bool:
+        """End a pause of ``profile`` (by hand or after a RetryAfter); False if none."""
+        with engine_errors():
+            return bool(self.client.hdel(self.keys.limits(profile), "paused"))
+
+    def paused(self, profiles: Sequence[str]) -> dict[str, str | None]:
+        """Each profile's pause: "manual", the ms it ends (a RetryAfter), or None."""
+        now = self.clock()
+        with engine_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for profile in profiles:
+                pipe.hget(self.keys.limits(profile), "paused")
+            found = pipe.execute()
+        return {
+            p: v if v == "manual" or (v and v.isdigit() and int(v) > now) else None
+            for p, v in zip(profiles, found, strict=True)
+        }
+
     def read_checkpoints(self, job_id: str) -> dict[str, str]:
         """{name: codec JSON} of every checkpoint of the job so far."""
         with engine_errors():
@@ -387,6 +427,7 @@ class JobStore:
         self,
         limits: Mapping[str, tuple[int | None, int | None, float | None]],
         per_key: Mapping[str, tuple[int | None, int | None, float | None]] | None = None,
+        budgets: Mapping[str, Budget] | None = None,
     ) -> None:
         """Write each profile's global limits (concurrency, rate count, rate window s),
         which claim and take_due enforce; a profile without limits has its entry removed.
@@ -402,6 +443,10 @@ class JobStore:
                 fields = _limit_fields("", cap, count, per)
                 if profile in per_key:
                     fields.update(_limit_fields("key_", *per_key[profile]), keyed=1)
+                if (budget := (budgets or {}).get(profile)) is not None:
+                    fields.update(budget=repr(budget.limit), budget_per_ms=int(budget.per * 1000))
+                    if budget.per_key is not None:
+                        fields["key_budget"] = repr(budget.per_key)
                 if fields:
                     pipe.hset(key, mapping=fields)
             pipe.execute()
@@ -417,12 +462,13 @@ class JobStore:
 LIMIT_FIELDS = (
     *("concurrency", "rate_count", "rate_per_ms", "keyed"),
     *("key_concurrency", "key_rate_count", "key_rate_per_ms"),
+    *("budget", "budget_per_ms", "key_budget"),
 )
 
 
 def _limit_fields(
     head: str, cap: int | None, count: int | None, per: float | None
-) -> dict[str, int]:
+) -> dict[str, int | str]:
     fields = {
         f"{head}concurrency": cap,
         f"{head}rate_count": count,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .errors import (
     BackendUnavailable,
+    BudgetExceeded,
     JobFailed,
     JobLost,
     JobNotFound,
@@ -23,6 +24,7 @@ from .workflow_handle import Workflow
 
 __all__ = [
     "BackendUnavailable",
+    "BudgetExceeded",
     "CurrentJob",
     "Job",
     "JobFailed",

@@ -62,6 +62,7 @@ from taskrouter.durations import format_duration
 from taskrouter.errors import PolicyError, PolicyProblem
 from taskrouter.policy import (
     LANE_ENGINE,
+    Budget,
     Engine,
     Lane,
     PerKey,
@@ -109,6 +110,7 @@ class ProfileSettings:
     rate_limit: RateLimit | None
     retry_after: RetryAfterPolicy = field(default_factory=RetryAfterPolicy)
     per_key: PerKey = field(default_factory=PerKey)
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +188,7 @@ def _settings(policy: Policy, profile: Profile) -> ProfileSettings:
         rate_limit=profile.rate_limit,
         retry_after=profile.retry_after,
         per_key=profile.per_key,
+        budget=profile.budget,
     )
 
 

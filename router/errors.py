@@ -12,6 +12,7 @@
     ├── JobStateConflict       the job is not in a state that allows the operation
     ├── JobLost                inside a task: its attempt no longer owns the job
     ├── RetryAfter             raised by a task: run me again after N seconds, no attempt used
+    ├── BudgetExceeded         enqueue refused: the profile spent its budget for this window
     ├── InvalidQuery           a listing's filter, limit or cursor is not usable (a ValueError)
     ├── DescriptionError       a JSON description of a workflow is invalid (a ValueError)
     ├── RefusedJob             an engine message names something taskrouter does not run
@@ -167,6 +168,22 @@ class RetryAfter(TaskrouterError):
         self.seconds = float(seconds)
         self.reason = reason
         super().__init__(f"retry after {self.seconds:g} s" + (f": {reason}" if reason else ""))
+
+
+class BudgetExceeded(TaskrouterError):
+    """Raised at enqueue when the profile (or the call's limit key) has spent its budget
+    for the current window and its policy says ``when_reached: refuse``."""
+
+    def __init__(
+        self, profile: str, spent: float, limit: float, retry_in: float, key: str = ""
+    ) -> None:
+        self.profile = profile
+        self.retry_in = retry_in
+        whose = f"limit key {key!r} of profile {profile!r}" if key else f"profile {profile!r}"
+        super().__init__(
+            f"{whose} has spent {spent:g} of its budget of {limit:g} for this window; "
+            f"new jobs are refused for {retry_in:.0f} s more (policy: budget.when_reached: refuse)"
+        )
 
 
 class InvalidQuery(TaskrouterError, ValueError):

@@ -76,6 +76,8 @@ class FlowPort(Protocol):
 
     def read_checkpoints(self, job_id: str) -> dict[str, str]: ...
 
+    def write_charge(self, job_id: str, token: str, amount: float) -> None: ...
+
 
 class CurrentJob:
     """The job of the running attempt (see the module docstring)."""
@@ -88,6 +90,7 @@ class CurrentJob:
         self._token = token
         self._port = port
         self._checkpoints: dict[str, str] | None = None if port else {}
+        self.charged = 0.0  # what this attempt charged so far
 
     @property
     def detached(self) -> bool:
@@ -122,6 +125,18 @@ class CurrentJob:
             self._port.write_checkpoint(self.id, self._token, name, encoded)
         if self._checkpoints is not None:
             self._checkpoints[name] = encoded
+
+    def charge(self, amount: float) -> None:
+        """What the call cost (dollars, credits: the unit of the profile's ``budget``):
+        added to the job record's ``spend`` and to the profile's (and its key's) spend
+        in the current budget window."""
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            raise TypeError(f"a charge is a number; got {amount!r}")
+        if not (math.isfinite(amount) and 0 <= amount < 1e12):
+            raise ValueError(f"a charge is a finite amount >= 0; got {amount!r}")
+        if self._port is not None and self.id is not None and amount:
+            self._port.write_charge(self.id, self._token, float(amount))
+        self.charged += amount
 
     @property
     def checkpoints(self) -> dict[str, Any]:

@@ -105,6 +105,7 @@ class Job:
     _history: str | None = field(default=None, repr=False)
     _progress: str | None = field(default=None, repr=False)
     _checkpoints: str | None = field(default=None, repr=False)
+    spend: float | None = None  # what its attempts charged (current_job().charge)
     _source: JobSource | None = field(default=None, repr=False, compare=False)
     _decoded: Any = field(default=None, repr=False, compare=False)
 
@@ -153,6 +154,7 @@ class Job:
             _history=record.get("history") or None,
             _progress=record.get("progress") or None,
             _checkpoints=record.get("checkpoints") or None,
+            spend=_field(record, "spend", float),
             _source=source,
         )
         progress_of(job._progress)  # garbled flow fields are damage too
@@ -198,7 +200,7 @@ class Job:
         return {k: codec.loads(v) for k, v in checkpoints_of(self._checkpoints).items()}
 
     def flow_dict(self) -> dict[str, Any]:
-        """Progress and checkpoints as plain JSON: the ``flow`` member that
+        """Progress, checkpoints and spend as plain JSON: the ``flow`` member that
         ``GET /jobs/{id}?include=flow`` adds to the contract's job JSON."""
         progress = self.progress
         if progress is not None:
@@ -206,6 +208,7 @@ class Job:
         return {
             "progress": progress,
             "checkpoints": {k: codec.plain(v) for k, v in self.checkpoints.items()},
+            "spend": self.spend,
         }
 
     def _require_source(self) -> JobSource:

@@ -122,6 +122,15 @@ class Keys:
         """Set: the profiles with jobs waiting in per-key queues (``waiting``)."""
         return f"{self.prefix}:fair"
 
+    def spend(self, profile: str, window: str) -> str:
+        """String: what a profile's jobs charged in one budget window (its number: ms
+        since the epoch // the window's length), kept two windows."""
+        return f"{self.prefix}:spend:{profile}:{window}"
+
+    def key_spend(self, profile: str, limit_key: str, window: str) -> str:
+        """String: what one limit key's jobs charged in one budget window."""
+        return f"{self.prefix}:kspend:{profile}:{window}:{limit_key}"
+
     def paused_key(self, profile: str, limit_key: str) -> str:
         """String: until when (ms) the jobs of one limit key of a profile wait."""
         return f"{self.prefix}:pausedkey:{profile}:{limit_key}"

@@ -85,6 +85,19 @@ class PerKey:
     rate_limit: RateLimit | None = None
 
 
+BUDGET_ACTIONS: tuple[str, ...] = ("pause", "refuse")
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spend ceiling per window: what tasks report with ``current_job().charge``."""
+
+    limit: float  # per window, in the unit the tasks charge in (dollars, credits)
+    per: float  # the window, seconds; windows are fixed (whole multiples from the epoch)
+    per_key: float | None = None  # the same ceiling for each limit key
+    when_reached: Literal["pause", "refuse"] = "pause"  # hold new starts, or also refuse enqueues
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     """One profile of policies.yaml, with every default filled in."""
@@ -102,6 +115,7 @@ class Profile:
     rate_limit: RateLimit | None = None
     retry_after: RetryAfterPolicy = field(default_factory=RetryAfterPolicy)
     per_key: PerKey = field(default_factory=PerKey)
+    budget: Budget | None = None
     line: int | None = None  # where the profile starts in its file, for messages
 
 

@@ -22,7 +22,7 @@ PyYAML does the work that the bound keeps small.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, cast
+from typing import Literal, NamedTuple, cast
 
 from yaml.nodes import Node, ScalarNode
 
@@ -32,11 +32,13 @@ from taskrouter.durations import format_duration
 from taskrouter.errors import MAX_RETRY_AFTER, PolicyError, PolicyProblem
 from taskrouter.policy import (
     BACKEND_CHOICES,
+    BUDGET_ACTIONS,
     KINDS,
     PAUSE_SCOPES,
     SHAPES,
     WORKFLOW_MODES,
     BackendChoice,
+    Budget,
     Kind,
     PauseScope,
     PerKey,
@@ -76,7 +78,9 @@ PROFILE_KEYS = (
     "rate_limit",
     "retry_after",
     "per_key",
+    "budget",
 )
+BUDGET_KEYS = ("limit", "per", "per_key", "when_reached")
 RETRIES_KEYS = ("max", "backoff")
 RETRY_AFTER_KEYS = ("pause", "http_429", "default", "max")
 PER_KEY_KEYS = ("key", "concurrency", "rate_limit")
@@ -279,6 +283,9 @@ class _Reader(NodeReader):
         rate_limit = self.optional(body, at, "rate_limit", self.rate, None)
         retry_after = self.optional(body, at, "retry_after", self.retry_after, RetryAfterPolicy())
         per_key = self.optional(body, at, "per_key", self.per_key, PerKey())
+        budget = self.optional(body, at, "budget", self.budget, None)
+        if "budget" in body and budget is None:
+            return None
         if (
             latency is None
             or shape is None
@@ -306,8 +313,46 @@ class _Reader(NodeReader):
             rate_limit=rate_limit,
             retry_after=retry_after,
             per_key=per_key,
+            budget=budget,
             line=line,
         )
+
+    def budget(self, node: Node, dotted: str) -> Budget | None:
+        example = "limit and per, e.g. {limit: 50, per: 1d}"
+        body = self.mapping(node, dotted, BUDGET_KEYS, example)
+        if body is None:
+            return None
+        for required in ("limit", "per"):
+            if required not in body:
+                self.report(line_of(node), f"{dotted}.{required}", f"is required: {example}")
+        limit = self.optional(body, dotted, "limit", self.amount, None)
+        per = self.optional(body, dotted, "per", self.positive_duration, None)
+        per_key = self.optional(body, dotted, "per_key", self.amount, None)
+        action = self.optional(
+            body, dotted, "when_reached", self.choice_of(BUDGET_ACTIONS), "pause"
+        )
+        if (
+            limit is None
+            or per is None
+            or action is None
+            or ("per_key" in body and per_key is None)
+        ):
+            return None
+        if per < 1:
+            self.report(
+                body["per"].line, f"{dotted}.per", "must be at least 1s: a budget is per window"
+            )
+            return None
+        return Budget(limit, per, per_key, cast(Literal["pause", "refuse"], action))
+
+    def amount(self, node: Node, dotted: str) -> float | None:
+        value = self.scalar(node) if isinstance(node, ScalarNode) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e15:
+            return float(value)
+        self.report(
+            line_of(node), dotted, f"must be a positive amount, e.g. 50 or 0.75; got {shown(node)}"
+        )
+        return None
 
     def retry_after(self, node: Node, dotted: str) -> RetryAfterPolicy | None:
         example = "pause, http_429, default and max, e.g. {pause: key, http_429: true}"

@@ -32,7 +32,7 @@ TIMES: Final = ("created_at", "queued_at", "started_at", "finished_at")  # ms si
 OUTCOME: Final = ("result", "error", "history")
 # Written by the running attempt (taskrouter.flow): {"fraction", "message", "at"}, and
 # {name: codec JSON} kept across attempts.
-FLOW: Final = ("progress", "checkpoints")
+FLOW: Final = ("progress", "checkpoints", "spend")
 # Workflow members only (backends/lua/wf_*.lua).
 WORKFLOW: Final = (
     "wf_index",

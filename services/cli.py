@@ -482,5 +482,8 @@ def up(
     )
 
 
+# Commands of their own modules, registered on ``main`` when they are imported.
+from . import cli_flow  # noqa: E402, F401
+
 if __name__ == "__main__":
     main()

@@ -61,13 +61,19 @@ local function wait_in_line()
   move_state(id, key, state, 'scheduled')
   return {'limited', tostring(now + 500)}
 end
-local cap, rcount, rper, kcap, kcount, kper, keyed, paused = limits(profile)
+local cap, rcount, rper, kcap, kcount, kper, keyed, paused, budget, bper, kbudget =
+  limits(profile)
 keyed = keyed and (r[13] or '') == ''
-local held = paused_until(profile, lkey, now, paused or false)
+local held, why = paused_until(profile, lkey, now, paused or false), 'paused'
+if not held and budget then
+  -- Spent: wait for the next window, looking again every 30 s (a raised budget).
+  held, why = over_budget(profile, lkey, now, budget, bper, kbudget), 'budget'
+  if held then held = math.min(held, now + 30000) end
+end
 if held then
   if cap then redis.call('ZREM', K.slots(profile), id) end
   if keyed then redis.call('ZREM', K.key_slots(profile, lkey), id) end
-  return wait_until(held, 'paused')
+  return wait_until(held, why)
 end
 if cap or rcount or keyed then
   local slots = K.slots(profile)

@@ -59,9 +59,29 @@ end
 -- limit key, then whether its jobs wait in per-key queues (it has a per_key section).
 local function limits(profile)
   local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms',
-    'key_concurrency', 'key_rate_count', 'key_rate_per_ms', 'keyed', 'paused')
+    'key_concurrency', 'key_rate_count', 'key_rate_per_ms', 'keyed', 'paused', 'budget',
+    'budget_per_ms', 'key_budget')
   return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or ''),
-    tonumber(l[4] or ''), tonumber(l[5] or ''), tonumber(l[6] or ''), l[7] == '1', l[8]
+    tonumber(l[4] or ''), tonumber(l[5] or ''), tonumber(l[6] or ''), l[7] == '1', l[8],
+    tonumber(l[9] or ''), tonumber(l[10] or ''), tonumber(l[11] or '')
+end
+
+-- The number of the budget window of length per (ms) that holds now, as text.
+local function window_of(now, per)
+  return string.format('%d', math.floor(now / per))
+end
+
+-- When the budget window ends (ms) if `profile`, or its key `lkey`, has spent its
+-- ceiling in it (budget, key_budget per window of per ms); nil while there is room.
+local function over_budget(profile, lkey, now, budget, per, key_budget)
+  if not budget or not per then return nil end
+  local window = window_of(now, per)
+  local over = tonumber(redis.call('GET', K.spend(profile, window)) or '0') >= budget
+  if not over and key_budget and lkey and lkey ~= '' then
+    over = tonumber(redis.call('GET', K.key_spend(profile, lkey, window)) or '0') >= key_budget
+  end
+  if over then return (math.floor(now / per) + 1) * per end
+  return nil
 end
 
 -- The units of one start in a rate log: its entry is <id>:<attempt>:<cost> (entries of

@@ -39,7 +39,7 @@ def _job(job: Job, status: int = 200) -> JSONResponse:
     "",
     status_code=202,
     response_model=JobOut,
-    responses=responses(404, 413, 422, 503),
+    responses=responses(404, 413, 422, 429, 503),
     summary="Submit a job of a registered task",
 )
 async def submit(body: SubmitJob, request: Request) -> JSONResponse:
@@ -48,6 +48,8 @@ async def submit(body: SubmitJob, request: Request) -> JSONResponse:
     options = CallOptions(idempotency_key=body.idempotency_key)
     runtime = runtime_of(request)
     planned = runtime.plan(task, tuple(body.args), body.kwargs, options)
+    if runtime.refuses_over_budget(planned):
+        await run_in_threadpool(runtime.check_budget, planned)  # 429 once it is spent
     message = runtime.fast_message(planned)
     pushed = "unsent"
     if message is not None:  # the common Celery case: one round trip, on the loop

@@ -128,3 +128,15 @@ def weighted(spans: str, label: str) -> None:
 @task(profile="fair", name="t.flow_fair")
 def fair(spans: str, tenant: str, seconds: float) -> None:
     _span(spans, tenant, seconds)
+
+
+@task(profile="budgeted", name="t.flow_spend")
+def spend(amount: float) -> float:
+    current_job().charge(amount)
+    return amount
+
+
+@task(profile="budget_refuse", name="t.flow_spend_refuse")
+def spend_refuse(amount: float) -> float:
+    current_job().charge(amount)
+    return amount

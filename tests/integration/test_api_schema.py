@@ -122,6 +122,8 @@ OPERATIONS = [
     ("GET", "/workflows/{workflow_id}"),
     ("POST", "/workflows/{workflow_id}/cancel"),
     ("GET", "/profiles"),
+    ("POST", "/profiles/{profile}/pause"),
+    ("POST", "/profiles/{profile}/resume"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

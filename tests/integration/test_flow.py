@@ -205,3 +205,70 @@ def test_a_provider_that_never_lets_up_fails_the_job_after_max_waits(stack):
     assert "RetryAfter" in str(failed.value)
     assert len(job.history) == 4  # max: 3 waits, then the fourth RetryAfter fails it
     assert job.attempts == 1
+
+
+def test_a_budget_pauses_its_profile_and_resumes_it_in_the_next_window(stack):
+    store, per = stack.runtime.store, 4000
+    with own_worker(stack, "celery", ["flow-celery"], concurrency=2):
+        # Start at the beginning of a window, so that the first two calls share it.
+        poll(lambda: store.clock() % per < 200, per / 1000 + 1, "a window's start", 0.01)
+        window_end = (store.clock() // per + 1) * per
+        first, second = flow_app.spend.enqueue(0.6), flow_app.spend.enqueue(0.6)
+        assert (first.wait(10), second.wait(10)) == (0.6, 0.6)
+        third = flow_app.spend.enqueue(0.1)  # 1.2 of 1.0 spent: waits for the next window
+        poll(lambda: store.fields(third.id, "waiting")[0] == "budget", 10, "the budget wait")
+        assert third.refresh().state == "scheduled"
+        assert third.wait(15) == 0.1
+    assert first.spend == 0.6 and third.spend == 0.1  # in the job records
+    assert window_end <= third.started_at < window_end + 1500
+
+
+def test_a_budget_that_refuses_turns_enqueues_away_with_429(stack, http):
+    from taskrouter import BudgetExceeded
+
+    with own_worker(stack, "celery", ["flow-celery"]):
+        assert flow_app.spend_refuse.enqueue(0.75).wait(10) == 0.75
+        with pytest.raises(BudgetExceeded, match=r"spent 0\.75 of its budget of 0\.5"):
+            flow_app.spend_refuse.enqueue(0.1)
+        r = http.post("/jobs", json={"task": "t.flow_spend_refuse", "args": [0.1]})
+        assert r.status_code == 429 and "budget" in r.json()["detail"]
+        assert 0 < int(r.headers["Retry-After"]) <= 3600
+        profiles = {p["profile"]: p for p in http.get("/profiles").json()["profiles"]}
+        assert profiles["budget_refuse"]["spend"] == 0.75
+        assert profiles["budget_refuse"]["budget"]["when_reached"] == "refuse"
+        metrics = http.get("/metrics").text
+        assert 'taskrouter_profile_spend{profile="budget_refuse"} 0.75' in metrics
+        assert 'taskrouter_profile_budget{profile="budget_refuse"} 0.5' in metrics
+
+
+def test_pause_and_resume_a_profile_by_hand_from_the_cli_and_the_api(stack, http):
+    import subprocess
+
+    from tests.integration.conftest import ROOT, cli
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            cli(*args), env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    with own_worker(stack, "celery", ["flow-celery"]):
+        assert "paused" in run("pause", "budgeted")
+        # The same queue and worker, another profile: not held.
+        other = flow_app.wait_once.enqueue(f"{stack.prefix}:t:runs:{uuid.uuid4().hex}", 0)
+        held = flow_app.spend.enqueue(0.0)
+        assert other.wait(10) == 1
+        poll(lambda: stack.runtime.store.fields(held.id, "waiting")[0] == "paused", 10, "hold")
+        profiles = {p["profile"]: p for p in http.get("/profiles").json()["profiles"]}
+        assert profiles["budgeted"]["paused"] == "manual"
+        assert 'taskrouter_profile_paused{profile="budgeted"} 1.0' in http.get("/metrics").text
+        assert profiles["quick"]["paused"] is None
+        resumed = time.time()
+        assert http.post("/profiles/budgeted/resume").json()["was_paused"] is True
+        assert held.wait(10) == 0.0
+        assert http.post("/profiles/budgeted/pause").json()["paused"] == "manual"
+        assert "resumed" in run("resume", "budgeted")
+        assert "was not paused" in run("resume", "budgeted")
+        assert http.post("/profiles/nope/pause").status_code == 404
+    assert held.started_at >= resumed * 1000  # it never started inside the pause

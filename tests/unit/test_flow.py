@@ -13,7 +13,7 @@ from taskrouter import PayloadError, RetryAfter, codec, current_job, task
 from taskrouter.errors import DamagedRecord, PolicyError
 from taskrouter.flow import MAX_CHECKPOINT_CHARS, CurrentJob, retry_after_of, running
 from taskrouter.job import Job
-from taskrouter.policy import PerKey, RateLimit, RetryAfterPolicy
+from taskrouter.policy import Budget, PerKey, RateLimit, RetryAfterPolicy
 from taskrouter.policy_file import parse_policy
 from taskrouter.registry import Task, limit_key_of
 
@@ -251,3 +251,43 @@ def test_the_limit_key_is_the_named_argument_as_text(args, kwargs, argument, exp
 def test_bad_limit_key_or_cost_is_refused_at_using(options):
     with pytest.raises(ValueError):
         inline.using(**options)
+
+
+def test_budget_is_read_and_validated():
+    llm = parse_policy(
+        _profile("    budget: {limit: 50, per: 1d, per_key: 2.5, when_reached: refuse}\n"), "p.yaml"
+    ).profiles["llm"]
+    assert llm.budget == Budget(50.0, 86400.0, 2.5, "refuse")
+    assert parse_policy(_profile(""), "p.yaml").profiles["llm"].budget is None
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("    budget: {limit: 5}\n", "profiles.llm.budget.per: is required"),
+        ("    budget: {per: 1d}\n", "profiles.llm.budget.limit: is required"),
+        ("    budget: {limit: -1, per: 1d}\n", "budget.limit: must be a positive amount"),
+        ("    budget: {limit: 5, per: 0s}\n", "budget.per: must be longer than 0s"),
+        ("    budget: {limit: 5, per: 1d, when_reached: refused}\n", "did you mean 'refuse'"),
+        ("    budget: {limit: 5, per: 1d, cap: 3}\n", "unknown key 'cap'"),
+    ],
+)
+def test_bad_budgets_name_the_file_line_and_key(extra, expected):
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(_profile(extra), "p.yaml")
+    assert expected in str(caught.value), str(caught.value)
+
+
+def test_charges_add_up_and_must_be_amounts():
+    port = Port()
+    port.charges = []
+    port.write_charge = lambda job_id, token, amount: port.charges.append(amount)
+    with running(CurrentJob("j1", 1, "tok", port)):
+        current_job().charge(0.013)
+        current_job().charge(0)  # nothing to write
+        current_job().charge(2)
+        assert current_job().charged == pytest.approx(2.013)
+    assert port.charges == [0.013, 2.0]
+    for bad in (-1, math.nan, "1", True):
+        with pytest.raises((TypeError, ValueError)):
+            current_job().charge(bad)
