@@ -92,8 +92,8 @@ class Keys:
         return f"{self.prefix}:rate:{profile}"
 
     def rate_used(self, profile: str) -> str:
-        """String: the units (the calls' costs) inside a profile's rate window (``rate``
-        holds one entry per start, ``<id>:<attempt>:<cost>``)."""
+        """String: the units that weighted starts inside a profile's rate window took
+        beyond one each (``rate`` holds one entry per start, ``<id>:<attempt>:<cost>``)."""
         return f"{self.prefix}:rateused:{profile}"
 
     def key_slots(self, profile: str, limit_key: str) -> str:
@@ -105,7 +105,7 @@ class Keys:
         return f"{self.prefix}:krate:{profile}:{limit_key}"
 
     def key_rate_used(self, profile: str, limit_key: str) -> str:
-        """String: the units inside the rate window of one limit key."""
+        """String: the same as ``rate_used`` for one limit key."""
         return f"{self.prefix}:krateused:{profile}:{limit_key}"
 
     def waiting(self, profile: str, limit_key: str) -> str:

@@ -90,34 +90,33 @@ local function cost_of(entry)
   return tonumber(string.match(entry, '^[^:]*:[^:]*:(.+)$') or '') or 1
 end
 
--- The units started inside the window `per` of rate log `log`, whose running total is
--- kept in `used`; the entries that left the window give their units back. With no total
--- (or an empty log) the total is counted again from the entries.
-local function rate_used(log, used, now, per)
-  local old = redis.call('ZRANGE', log, '-inf', now - per, 'BYSCORE')
-  if #old > 0 then redis.call('ZREMRANGEBYSCORE', log, '-inf', now - per) end
-  local u = redis.call('GET', used)
-  if not u or (#old > 0 and redis.call('ZCARD', log) == 0) then
-    local total = 0
-    for _, e in ipairs(redis.call('ZRANGE', log, 0, -1)) do total = total + cost_of(e) end
-    redis.call('SET', used, total, 'PX', per + 1000)
-    return total
+-- The units started inside the window `per` of rate log `log`: one per entry, plus what
+-- weighted starts took beyond one, whose running total `extra` keeps (so that a profile
+-- whose calls declare no cost pays one GET more than a plain count). The entries that
+-- left the window are dropped and give their extra units back.
+local function rate_used(log, extra, now, per)
+  local more = tonumber(redis.call('GET', extra) or '0')
+  if more > 0 then
+    local freed = 0
+    for _, e in ipairs(redis.call('ZRANGE', log, '-inf', now - per, 'BYSCORE')) do
+      freed = freed + cost_of(e) - 1
+    end
+    if freed > 0 then more = redis.call('DECRBY', extra, freed) end
   end
-  local freed = 0
-  for _, e in ipairs(old) do freed = freed + cost_of(e) end
-  if freed == 0 then return tonumber(u) end
-  return redis.call('DECRBY', used, freed)
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - per)
+  return redis.call('ZCARD', log) + more
 end
 
--- A start of `cost` units enters rate log `log` and its total `used`. `expiring`: both
--- expire a window after the last start, so that idle keys (tenants) leave nothing behind.
-local function rate_add(log, used, now, per, entry, cost, expiring)
+-- A start of `cost` units enters rate log `log` (and `extra`, past its first unit).
+-- `expiring`: the log too expires a window after the last start, so that idle keys (tenants)
+-- leave nothing behind.
+local function rate_add(log, extra, now, per, entry, cost, expiring)
   redis.call('ZADD', log, now, entry)
-  redis.call('INCRBY', used, cost)
-  if expiring then
-    redis.call('PEXPIRE', log, per + 1000)
-    redis.call('PEXPIRE', used, per + 1000)
+  if cost > 1 then  -- it outlives every entry it counts: they leave a window after
+    redis.call('INCRBY', extra, cost - 1)
+    redis.call('PEXPIRE', extra, per + 1000)
   end
+  if expiring then redis.call('PEXPIRE', log, per + 1000) end
 end
 
 -- How many more starts (of `cost` units each) a concurrency set and a rate log allow now
