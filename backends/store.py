@@ -447,6 +447,8 @@ class JobStore:
                     fields.update(budget=repr(budget.limit), budget_per_ms=int(budget.per * 1000))
                     if budget.per_key is not None:
                         fields["key_budget"] = repr(budget.per_key)
+                    if budget.price is not None:
+                        fields["budget_price"] = repr(budget.price)
                 if fields:
                     pipe.hset(key, mapping=fields)
             pipe.execute()
@@ -462,7 +464,7 @@ class JobStore:
 LIMIT_FIELDS = (
     *("concurrency", "rate_count", "rate_per_ms", "keyed"),
     *("key_concurrency", "key_rate_count", "key_rate_per_ms"),
-    *("budget", "budget_per_ms", "key_budget"),
+    *("budget", "budget_per_ms", "key_budget", "budget_price"),
 )
 
 

@@ -96,6 +96,7 @@ class Budget:
     per: float  # the window, seconds; windows are fixed (whole multiples from the epoch)
     per_key: float | None = None  # the same ceiling for each limit key
     when_reached: Literal["pause", "refuse"] = "pause"  # hold new starts, or also refuse enqueues
+    price: float | None = None  # charged at each start per unit of the call's cost
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,7 @@ PROFILE_KEYS = (
     "per_key",
     "budget",
 )
-BUDGET_KEYS = ("limit", "per", "per_key", "when_reached")
+BUDGET_KEYS = ("limit", "per", "per_key", "when_reached", "price")
 RETRIES_KEYS = ("max", "backoff")
 RETRY_AFTER_KEYS = ("pause", "http_429", "default", "max")
 PER_KEY_KEYS = ("key", "concurrency", "rate_limit")
@@ -328,6 +328,7 @@ class _Reader(NodeReader):
         limit = self.optional(body, dotted, "limit", self.amount, None)
         per = self.optional(body, dotted, "per", self.positive_duration, None)
         per_key = self.optional(body, dotted, "per_key", self.amount, None)
+        price = self.optional(body, dotted, "price", self.amount, None)
         action = self.optional(
             body, dotted, "when_reached", self.choice_of(BUDGET_ACTIONS), "pause"
         )
@@ -343,7 +344,7 @@ class _Reader(NodeReader):
                 body["per"].line, f"{dotted}.per", "must be at least 1s: a budget is per window"
             )
             return None
-        return Budget(limit, per, per_key, cast(Literal["pause", "refuse"], action))
+        return Budget(limit, per, per_key, cast(Literal["pause", "refuse"], action), price)
 
     def amount(self, node: Node, dotted: str) -> float | None:
         value = self.scalar(node) if isinstance(node, ScalarNode) else None

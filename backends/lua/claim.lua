@@ -61,7 +61,7 @@ local function wait_in_line()
   move_state(id, key, state, 'scheduled')
   return {'limited', tostring(now + 500)}
 end
-local cap, rcount, rper, kcap, kcount, kper, keyed, paused, budget, bper, kbudget =
+local cap, rcount, rper, kcap, kcount, kper, keyed, paused, budget, bper, kbudget, price =
   limits(profile)
 keyed = keyed and (r[13] or '') == ''
 local held, why = paused_until(profile, lkey, now, paused or false), 'paused'
@@ -103,6 +103,8 @@ if cap or rcount or keyed then
   end
 end
 if r[17] then redis.call('HDEL', key, 'released') end
+-- A budget priced per unit of declared cost is charged as the call starts.
+if budget and price then charge(key, profile, lkey, cost * price, now, bper, kbudget) end
 if r[9] then redis.call('HDEL', key, 'waiting') end
 redis.call('HSET', key, 'state', 'running', 'attempts', attempts + 1, 'started_at', now,
   'worker', ARGV[4], 'lease_until', lease, 'token', ARGV[7])

@@ -60,15 +60,32 @@ end
 local function limits(profile)
   local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms',
     'key_concurrency', 'key_rate_count', 'key_rate_per_ms', 'keyed', 'paused', 'budget',
-    'budget_per_ms', 'key_budget')
+    'budget_per_ms', 'key_budget', 'budget_price')
   return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or ''),
     tonumber(l[4] or ''), tonumber(l[5] or ''), tonumber(l[6] or ''), l[7] == '1', l[8],
-    tonumber(l[9] or ''), tonumber(l[10] or ''), tonumber(l[11] or '')
+    tonumber(l[9] or ''), tonumber(l[10] or ''), tonumber(l[11] or ''),
+    tonumber(l[12] or '')
 end
 
 -- The number of the budget window of length per (ms) that holds now, as text.
 local function window_of(now, per)
   return string.format('%d', math.floor(now / per))
+end
+
+-- A job (record `key`) spent `amount`: its record's 'spend', and, when its profile has a
+-- budget (windows of per ms), the profile's spend in this window and its key's.
+local function charge(key, profile, lkey, amount, now, per, key_budget)
+  redis.call('HINCRBYFLOAT', key, 'spend', amount)
+  if not per then return end
+  local window = window_of(now, per)
+  local spent = K.spend(profile, window)
+  redis.call('INCRBYFLOAT', spent, amount)
+  redis.call('PEXPIRE', spent, per * 2)
+  if key_budget and lkey and lkey ~= '' then
+    local kspent = K.key_spend(profile, lkey, window)
+    redis.call('INCRBYFLOAT', kspent, amount)
+    redis.call('PEXPIRE', kspent, per * 2)
+  end
 end
 
 -- When the budget window ends (ms) if `profile`, or its key `lkey`, has spent its

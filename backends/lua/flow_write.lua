@@ -20,22 +20,9 @@ if kind == 'progress' then
   return {'ok'}
 end
 if kind == 'charge' then
-  local amount = tonumber(ARGV[7])
-  redis.call('HINCRBYFLOAT', key, 'spend', amount)
   local f = redis.call('HMGET', key, 'profile', 'limit_key')
   local l = redis.call('HMGET', K.limits(f[1]), 'budget_per_ms', 'key_budget')
-  local per = tonumber(l[1] or '')
-  if per then
-    local window = window_of(now, per)
-    local spent = K.spend(f[1], window)
-    redis.call('INCRBYFLOAT', spent, amount)
-    redis.call('PEXPIRE', spent, per * 2)
-    if l[2] and f[2] and f[2] ~= '' then
-      local kspent = K.key_spend(f[1], f[2], window)
-      redis.call('INCRBYFLOAT', kspent, amount)
-      redis.call('PEXPIRE', kspent, per * 2)
-    end
-  end
+  charge(key, f[1], f[2], tonumber(ARGV[7]), now, tonumber(l[1] or ''), l[2])
   return {'ok'}
 end
 local all = (r[3] and r[3] ~= '') and cjson.decode(r[3]) or {}

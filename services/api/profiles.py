@@ -53,6 +53,7 @@ def profile_dict(ps: ProfileSettings) -> dict[str, Any]:
             "per": ps.budget.per,
             "per_key": ps.budget.per_key,
             "when_reached": ps.budget.when_reached,
+            "price": ps.budget.price,
         },
     }
 

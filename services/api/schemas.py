@@ -169,6 +169,7 @@ class BudgetOut(BaseModel):
     per: float = Field(description="seconds: the length of a budget window")
     per_key: float | None
     when_reached: Literal["pause", "refuse"]
+    price: float | None = Field(description="charged at each start per unit of its cost")
 
 
 class PauseOut(BaseModel):

@@ -140,3 +140,8 @@ def spend(amount: float) -> float:
 def spend_refuse(amount: float) -> float:
     current_job().charge(amount)
     return amount
+
+
+@task(profile="priced", name="t.flow_priced")
+def priced(value: int) -> int:
+    return value

@@ -272,3 +272,19 @@ def test_pause_and_resume_a_profile_by_hand_from_the_cli_and_the_api(stack, http
         assert "was not paused" in run("resume", "budgeted")
         assert http.post("/profiles/nope/pause").status_code == 404
     assert held.started_at >= resumed * 1000  # it never started inside the pause
+
+
+def test_a_budget_with_a_price_charges_the_declared_cost_at_start(stack):
+    store, per = stack.runtime.store, 3_600_000
+    if per - store.clock() % per < 20_000:  # a new window would start mid-test
+        poll(lambda: store.clock() % per < per - 20_000, 30, "the next window", 0.5)
+    with own_worker(stack, "celery", ["flow-celery"]):
+        # price 0.001 per unit, limit 2.0: two calls of 1,000 units spend it all
+        done = [flow_app.priced.using(cost=1000).enqueue(i) for i in range(2)]
+        assert [job.wait(10) for job in done] == [0, 1]
+        third = flow_app.priced.using(cost=1000).enqueue(2)
+        poll(lambda: store.fields(third.id, "waiting")[0] == "budget", 10, "the budget wait")
+        third.cancel()
+    assert [job.spend for job in done] == [1.0, 1.0]
+    budget = stack.runtime.derived.profiles["priced"].budget
+    assert store.spent("priced", budget) == 2.0
