@@ -388,6 +388,7 @@ class Runtime:
                 if ps.per_key != PerKey()
             },
             {name: ps.budget for name, ps in self.derived.profiles.items() if ps.budget},
+            {n for n, ps in self.derived.profiles.items() if ps.retry_after.pause == "key"},
         )
 
     def ping(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -428,6 +428,7 @@ class JobStore:
         limits: Mapping[str, tuple[int | None, int | None, float | None]],
         per_key: Mapping[str, tuple[int | None, int | None, float | None]] | None = None,
         budgets: Mapping[str, Budget] | None = None,
+        key_pauses: Collection[str] = (),
     ) -> None:
         """Write each profile's global limits (concurrency, rate count, rate window s),
         which claim and take_due enforce; a profile without limits has its entry removed.
@@ -439,10 +440,12 @@ class JobStore:
             pipe = client.pipeline(transaction=False)
             for profile, (cap, count, per) in limits.items():
                 key = self.keys.limits(profile)
-                pipe.hdel(key, *LIMIT_FIELDS)  # not "paused": a pause outlives a restart
+                pipe.hdel(key, *LIMIT_FIELDS)
                 fields = _limit_fields("", cap, count, per)
                 if profile in per_key:
                     fields.update(_limit_fields("key_", *per_key[profile]), keyed=1)
+                if profile in key_pauses:  # its RetryAfters pause one limit key
+                    fields["key_pauses"] = 1
                 if (budget := (budgets or {}).get(profile)) is not None:
                     fields.update(budget=repr(budget.limit), budget_per_ms=int(budget.per * 1000))
                     if budget.per_key is not None:
@@ -464,8 +467,8 @@ class JobStore:
 LIMIT_FIELDS = (
     *("concurrency", "rate_count", "rate_per_ms", "keyed"),
     *("key_concurrency", "key_rate_count", "key_rate_per_ms"),
-    *("budget", "budget_per_ms", "key_budget", "budget_price"),
-)
+    *("budget", "budget_per_ms", "key_budget", "budget_price", "key_pauses"),
+)  # not "paused" (a pause outlives a restart) nor "weighted" (the logs' units)
 
 
 def _limit_fields(

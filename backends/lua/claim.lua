@@ -61,10 +61,15 @@ local function wait_in_line()
   move_state(id, key, state, 'scheduled')
   return {'limited', tostring(now + 500)}
 end
-local cap, rcount, rper, kcap, kcount, kper, keyed, paused, budget, bper, kbudget, price =
-  limits(profile)
+local cap, rcount, rper, kcap, kcount, kper, keyed, paused, budget, bper, kbudget, price,
+  weighted, key_pauses = limits(profile)
 keyed = keyed and (r[13] or '') == ''
-local held, why = paused_until(profile, lkey, now, paused or false), 'paused'
+if cost > 1 and not weighted then  -- from now on the rate logs keep units, not starts
+  redis.call('HSET', K.limits(profile), 'weighted', '1')
+  weighted = true
+end
+local held, why = paused_until(profile, key_pauses and lkey or nil, now, paused or false),
+  'paused'
 if not held and budget then
   -- Spent: wait for the next window, looking again every 30 s (a raised budget).
   held, why = over_budget(profile, lkey, now, budget, bper, kbudget), 'budget'
@@ -79,10 +84,10 @@ if cap or rcount or keyed then
   local slots = K.slots(profile)
   -- A redelivery after a death, or a start take_due reserved, re-acquires below.
   redis.call('ZREM', slots, id)
-  local room, wait = headroom(profile, now, cap, rcount, rper, cost)
+  local room, wait = headroom(profile, now, cap, rcount, rper, cost, weighted)
   if keyed then
     redis.call('ZREM', K.key_slots(profile, lkey), id)
-    local kroom = key_headroom(profile, lkey, now, kcap, kcount, kper, cost)
+    local kroom = key_headroom(profile, lkey, now, kcap, kcount, kper, cost, weighted)
     -- Not released from the line while others wait in it: behind them, not ahead.
     if (room ~= nil and room <= 0) or (kroom ~= nil and kroom <= 0)
        or (r[17] ~= '1' and redis.call('EXISTS', K.waiting_keys(profile)) == 1) then

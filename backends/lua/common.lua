@@ -56,15 +56,17 @@ local function expire_finished(id, key, now)
 end
 
 -- Limits of a profile (published by every worker from its policy): global, then per
--- limit key, then whether its jobs wait in per-key queues (it has a per_key section).
+-- limit key, whether its jobs wait in per-key queues (it has a per_key section), its
+-- pause, its budget (limit, window, per key, price), whether any of its calls declared a
+-- cost ('weighted', set by the first such claim), and whether its keys can be paused.
 local function limits(profile)
   local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms',
     'key_concurrency', 'key_rate_count', 'key_rate_per_ms', 'keyed', 'paused', 'budget',
-    'budget_per_ms', 'key_budget', 'budget_price')
+    'budget_per_ms', 'key_budget', 'budget_price', 'weighted', 'key_pauses')
   return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or ''),
     tonumber(l[4] or ''), tonumber(l[5] or ''), tonumber(l[6] or ''), l[7] == '1', l[8],
     tonumber(l[9] or ''), tonumber(l[10] or ''), tonumber(l[11] or ''),
-    tonumber(l[12] or '')
+    tonumber(l[12] or ''), l[13] == '1', l[14] == '1'
 end
 
 -- The number of the budget window of length per (ms) that holds now, as text.
@@ -112,6 +114,10 @@ end
 -- whose calls declare no cost pays one GET more than a plain count). The entries that
 -- left the window are dropped and give their extra units back.
 local function rate_used(log, extra, now, per)
+  if extra == nil then  -- no call of the profile ever declared a cost: one unit each
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - per)
+    return redis.call('ZCARD', log)
+  end
   local more = tonumber(redis.call('GET', extra) or '0')
   if more > 0 then
     local freed = 0
@@ -173,16 +179,19 @@ end
 -- How many more jobs of a profile may start now under its global limits (nil: no
 -- limit), and when the next start is allowed if none may. cap, rcount, rper: the
 -- profile's limits when the caller has read them already; cost: the job's units.
-local function headroom(profile, now, cap, rcount, rper, cost)
-  if cap == nil and rcount == nil then cap, rcount, rper = limits(profile) end
-  return room_in(K.slots(profile), K.rate(profile), K.rate_used(profile), now, cap, rcount,
-    rper, cost)
+local function headroom(profile, now, cap, rcount, rper, cost, weighted)
+  if cap == nil and rcount == nil then
+    local l = {limits(profile)}
+    cap, rcount, rper, weighted = l[1], l[2], l[3], l[13]
+  end
+  return room_in(K.slots(profile), K.rate(profile), weighted and K.rate_used(profile) or nil,
+    now, cap, rcount, rper, cost)
 end
 
 -- The same for one limit key of a profile, under its per-key limits.
-local function key_headroom(profile, lkey, now, kcap, kcount, kper, cost)
+local function key_headroom(profile, lkey, now, kcap, kcount, kper, cost, weighted)
   return room_in(K.key_slots(profile, lkey), K.key_rate(profile, lkey),
-    K.key_rate_used(profile, lkey), now, kcap, kcount, kper, cost)
+    weighted and K.key_rate_used(profile, lkey) or nil, now, kcap, kcount, kper, cost)
 end
 
 -- Until when (ms) a job of `profile` with limit key `lkey` must wait because its profile

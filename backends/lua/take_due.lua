@@ -65,8 +65,10 @@ local function release_fair()
     if #lkeys == 0 then
       redis.call('SREM', K.fair_profiles, profile)
     elseif not paused_until(profile, nil, now) then
-      local cap, rcount, rper, kcap, kcount, kper = limits(profile)
-      local room = headroom(profile, now, cap, rcount, rper)
+      local l = {limits(profile)}
+      local cap, rcount, rper, kcap, kcount, kper, weighted = l[1], l[2], l[3], l[4], l[5],
+        l[6], l[13]
+      local room = headroom(profile, now, cap, rcount, rper, 1, weighted)
       local given, krooms, more = 0, {}, true
       while more and (room == nil or room > 0) and given < limit do
         more = false
@@ -74,7 +76,7 @@ local function release_fair()
           if (room ~= nil and room <= 0) or given >= limit then break end
           if krooms[lkey] == nil then
             krooms[lkey] = paused_until(profile, lkey, now) and 0
-              or key_headroom(profile, lkey, now, kcap, kcount, kper) or limit
+              or key_headroom(profile, lkey, now, kcap, kcount, kper, 1, weighted) or limit
           end
           if krooms[lkey] > 0 then
             local id, backend = next_in_line(profile, lkey)
