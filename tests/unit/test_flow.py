@@ -291,3 +291,24 @@ def test_charges_add_up_and_must_be_amounts():
     for bad in (-1, math.nan, "1", True):
         with pytest.raises((TypeError, ValueError)):
             current_job().charge(bad)
+
+
+def test_policy_explain_shows_the_flow_keys_only_where_set():
+    from taskrouter.derive import derive
+    from taskrouter.explain import render_explain
+
+    policy = parse_policy(
+        "version: 1\nprofiles:\n"
+        "  llm:\n    expected_latency: 5s\n"
+        "    per_key: {key: tenant, concurrency: 4, rate_limit: 60/m}\n"
+        "    retry_after: {pause: key, http_429: true}\n"
+        "    budget: {limit: 50, per: 1d, per_key: 5}\n"
+        "  plain:\n    expected_latency: 5s\n",
+        "p.yaml",
+    )
+    shown = render_explain(derive(policy), "llm")
+    assert "key: argument 'tenant', 4 at once, 60/m starts" in shown
+    assert "waits hold its limit key; at most 100 waits; HTTP 429 too" in shown
+    assert "50 per 1d, 5 per key; then pause" in shown
+    plain = render_explain(derive(policy), "plain")
+    assert not any(w in plain for w in ("per_key", "retry_after", "budget"))
