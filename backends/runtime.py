@@ -389,6 +389,7 @@ class Runtime:
             },
             {name: ps.budget for name, ps in self.derived.profiles.items() if ps.budget},
             {n for n, ps in self.derived.profiles.items() if ps.retry_after.pause == "key"},
+            {n: dict(ps.per_key.weights) for n, ps in self.derived.profiles.items()},
         )
 
     def ping(self) -> None:

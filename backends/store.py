@@ -429,6 +429,7 @@ class JobStore:
         per_key: Mapping[str, tuple[int | None, int | None, float | None]] | None = None,
         budgets: Mapping[str, Budget] | None = None,
         key_pauses: Collection[str] = (),
+        weights: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         """Write each profile's global limits (concurrency, rate count, rate window s),
         which claim and take_due enforce; a profile without limits has its entry removed.
@@ -444,6 +445,8 @@ class JobStore:
                 fields = _limit_fields("", cap, count, per)
                 if profile in per_key:
                     fields.update(_limit_fields("key_", *per_key[profile]), keyed=1)
+                if (weights or {}).get(profile):  # fair-share turns longer than one start
+                    fields["weights"] = json.dumps(dict((weights or {})[profile]))
                 if profile in key_pauses:  # its RetryAfters pause one limit key
                     fields["key_pauses"] = 1
                 if (budget := (budgets or {}).get(profile)) is not None:
@@ -467,7 +470,7 @@ class JobStore:
 LIMIT_FIELDS = (
     *("concurrency", "rate_count", "rate_per_ms", "keyed"),
     *("key_concurrency", "key_rate_count", "key_rate_per_ms"),
-    *("budget", "budget_per_ms", "key_budget", "budget_price", "key_pauses"),
+    *("budget", "budget_per_ms", "key_budget", "budget_price", "key_pauses", "weights"),
 )  # not "paused" (a pause outlives a restart) nor "weighted" (the logs' units)
 
 

@@ -117,6 +117,10 @@ class Keys:
         was last given a start (0: never), so that starts go round the keys."""
         return f"{self.prefix}:kwaitkeys:{profile}"
 
+    def waiting_credits(self, profile: str) -> str:
+        """Hash: per limit key with a weight, the starts it had in its current turn."""
+        return f"{self.prefix}:kwaitcredits:{profile}"
+
     @property
     def fair_profiles(self) -> str:
         """Set: the profiles with jobs waiting in per-key queues (``waiting``)."""

@@ -83,6 +83,9 @@ class PerKey:
     key: str | None = None  # the task argument whose value is the key
     concurrency: int | None = None
     rate_limit: RateLimit | None = None
+    # (key, starts in a row) for the keys whose turn of the fair-share round is longer
+    # than one start (a paid tier); every other key has 1.
+    weights: tuple[tuple[str, int], ...] = ()
 
 
 BUDGET_ACTIONS: tuple[str, ...] = ("pause", "refuse")

@@ -57,6 +57,7 @@ from .policy_yaml import (
     NAME_RULE,
     Entry,
     NodeReader,
+    join,
     line_of,
     shown,
 )
@@ -83,7 +84,7 @@ PROFILE_KEYS = (
 BUDGET_KEYS = ("limit", "per", "per_key", "when_reached", "price")
 RETRIES_KEYS = ("max", "backoff")
 RETRY_AFTER_KEYS = ("pause", "http_429", "default", "max")
-PER_KEY_KEYS = ("key", "concurrency", "rate_limit")
+PER_KEY_KEYS = ("key", "concurrency", "rate_limit", "weights")
 
 # Keys kombu's Redis transport keeps for itself: a Celery queue of that name would
 # collide with them (WRONGTYPE errors, lost messages).
@@ -396,11 +397,22 @@ class _Reader(NodeReader):
         key = self.optional(body, dotted, "key", self.argument_name, None)
         cap = self.optional(body, dotted, "concurrency", self.at_least_one, None)
         rate = self.optional(body, dotted, "rate_limit", self.rate, None)
+        no_weights: tuple[tuple[str, int], ...] = ()
+        weights = self.optional(body, dotted, "weights", self.weights, no_weights)
         if ("key" in body and key is None) or ("concurrency" in body and cap is None):
             return None
-        if "rate_limit" in body and rate is None:
+        if ("rate_limit" in body and rate is None) or weights is None:
             return None
-        return PerKey(key, cap, rate)
+        return PerKey(key, cap, rate, weights)
+
+    def weights(self, node: Node, dotted: str) -> tuple[tuple[str, int], ...] | None:
+        body = self.mapping(node, dotted, None, "limit keys and their weights, e.g. {gold: 3}")
+        if body is None:
+            return None
+        found = [(k, self.integer(e.value, join(dotted, k), 1)) for k, e in body.items()]
+        if any(w is None for _, w in found):
+            return None
+        return tuple((k, w) for k, w in found if w is not None)
 
     def argument_name(self, node: Node, dotted: str) -> str | None:
         text = str(node.value) if isinstance(node, ScalarNode) else ""

@@ -55,9 +55,10 @@ local function next_in_line(profile, lkey)
 end
 
 -- Jobs waiting in per-key lines start round the keys (the key given a start longest ago
--- first; a new key before all), as far as the global and per-key limits have room. A
--- start reserves its slots for the grace, so that the next pass does not start the same
--- room again before the claim takes it.
+-- first; a new key before all), as far as the global and per-key limits have room; a
+-- key with a weight w (per_key.weights) has w starts in a row before it goes to the back
+-- (its credits count them across passes). A start reserves its slots for the grace, so
+-- that the next pass does not start the same room again before the claim takes it.
 local function release_fair()
   for _, profile in ipairs(redis.call('SMEMBERS', K.fair_profiles)) do
     local turns = K.waiting_keys(profile)
@@ -68,34 +69,49 @@ local function release_fair()
       local l = {limits(profile)}
       local cap, rcount, rper, kcap, kcount, kper, weighted = l[1], l[2], l[3], l[4], l[5],
         l[6], l[13]
+      local w = redis.call('HGET', K.limits(profile), 'weights')
+      local weights = w and cjson.decode(w) or {}
       local room = headroom(profile, now, cap, rcount, rper, 1, weighted)
       local given, krooms, more = 0, {}, true
+      local function start(id, backend, lkey)
+        local key = K.job(id)
+        redis.call('HSET', key, 'queued_at', now, 'released', '1')
+        move_state(id, key, 'scheduled', 'queued')
+        redis.call('ZADD', K.dispatching(backend), now, id)
+        if cap then redis.call('ZADD', K.slots(profile), now + grace, id) end
+        if kcap then redis.call('ZADD', K.key_slots(profile, lkey), now + grace, id) end
+        given, more = given + 1, true
+        krooms[lkey] = krooms[lkey] - 1
+        if room ~= nil then room = room - 1 end
+      end
       while more and (room == nil or room > 0) and given < limit do
         more = false
         for _, lkey in ipairs(lkeys) do
-          if (room ~= nil and room <= 0) or given >= limit then break end
           if krooms[lkey] == nil then
             krooms[lkey] = paused_until(profile, lkey, now) and 0
               or key_headroom(profile, lkey, now, kcap, kcount, kper, 1, weighted) or limit
           end
-          if krooms[lkey] > 0 then
+          local weight = tonumber(weights[lkey] or 1) or 1
+          local turn_over = false
+          while not turn_over and krooms[lkey] > 0 and (room == nil or room > 0)
+                and given < limit do
             local id, backend = next_in_line(profile, lkey)
             if id == nil then
               redis.call('ZREM', turns, lkey)
+              redis.call('HDEL', K.waiting_credits(profile), lkey)
               krooms[lkey] = 0
             else
-              local key = K.job(id)
-              redis.call('HSET', key, 'queued_at', now, 'released', '1')
-              move_state(id, key, 'scheduled', 'queued')
-              redis.call('ZADD', K.dispatching(backend), now, id)
-              if cap then redis.call('ZADD', K.slots(profile), now + grace, id) end
-              if kcap then redis.call('ZADD', K.key_slots(profile, lkey), now + grace, id) end
-              given, more = given + 1, true
-              krooms[lkey] = krooms[lkey] - 1
-              if room ~= nil then room = room - 1 end
-              redis.call('ZADD', turns, now * 1000 + given, lkey)  -- to the back of the round
+              start(id, backend, lkey)
+              local used = weight > 1
+                and redis.call('HINCRBY', K.waiting_credits(profile), lkey, 1) or 1
+              if used >= weight then
+                if weight > 1 then redis.call('HDEL', K.waiting_credits(profile), lkey) end
+                redis.call('ZADD', turns, now * 1000 + given, lkey)  -- to the back
+                turn_over = true
+              end
             end
           end
+          if (room ~= nil and room <= 0) or given >= limit then break end
         end
       end
     end

@@ -145,3 +145,8 @@ def spend_refuse(amount: float) -> float:
 @task(profile="priced", name="t.flow_priced")
 def priced(value: int) -> int:
     return value
+
+
+@task(profile="fair_weighted", name="t.flow_fair_weighted")
+def fair_weighted(spans: str, tenant: str, seconds: float) -> None:
+    _span(spans, tenant, seconds)

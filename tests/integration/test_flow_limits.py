@@ -114,3 +114,24 @@ def test_fair_share_one_tenants_job_starts_within_a_slot_time_behind_a_burst(sta
     # pass), not after A's 1,000 jobs (500 slot-times).
     assert waited < slot + 0.6, waited
     assert len(_spans(stack, key)["A"]) < 20
+
+
+def test_weighted_fair_share_gives_a_key_its_weight_in_starts_per_round(stack):
+    key = f"{stack.prefix}:t:spans:{uuid.uuid4().hex}"
+    store = stack.runtime.store
+    with own_worker(stack, "celery", ["flow-fair"], concurrency=3):
+        blocker = flow_app.fair_weighted.enqueue(key, "first", 1.0)  # holds the one slot
+        poll(lambda: blocker.refresh().state == "running", 30, "the first job to start")
+        jobs = [flow_app.fair_weighted.enqueue(key, t, 0.05) for t in ("gold", "free") * 8]
+        lines = (
+            store.keys.waiting("fair_weighted", "gold"),
+            store.keys.waiting("fair_weighted", "free"),
+        )
+        poll(lambda: all(store.client.zcard(k) == 8 for k in lines), 30, "both lines")
+        for job in jobs:
+            job.wait(60)
+    spans = _spans(stack, key)
+    order = sorted((s, t) for t in ("gold", "free") for s, _ in spans[t])
+    tenants = "".join("g" if t == "gold" else "f" for _, t in order)
+    # gold has weight 3: three starts in a row for each one of free's, while both wait
+    assert tenants[:8] in ("gggfgggf", "fgggfggg"), tenants

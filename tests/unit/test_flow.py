@@ -312,3 +312,14 @@ def test_policy_explain_shows_the_flow_keys_only_where_set():
     assert "50 per 1d, 5 per key; then pause" in shown
     plain = render_explain(derive(policy), "plain")
     assert not any(w in plain for w in ("per_key", "retry_after", "budget"))
+
+
+def test_per_key_weights_are_whole_numbers_per_key():
+    llm = parse_policy(
+        _profile("    per_key: {key: tenant, weights: {gold: 3, silver: 2}}\n"), "p.yaml"
+    ).profiles["llm"]
+    assert llm.per_key.weights == (("gold", 3), ("silver", 2))
+    with pytest.raises(PolicyError, match=r"per_key\.weights\.gold: must be a whole number >= 1"):
+        parse_policy(_profile("    per_key: {key: tenant, weights: {gold: 0}}\n"), "p.yaml")
+    with pytest.raises(PolicyError, match=r"per_key\.weights: must be a mapping"):
+        parse_policy(_profile("    per_key: {key: tenant, weights: [gold]}\n"), "p.yaml")
