@@ -86,11 +86,12 @@ def run_member(task: Any, job_id: str, dispatch: int) -> str:
         log.warning("canvas member %s dispatch %s not run: %s", job_id, dispatch, arrived)
         raise Ignore()
     state = runner.run(job_id, dispatch, canvas=True, ctx=ctx).state
-    if state in ("retrying", "limited"):
-        # The next attempt (after a failure), or the start a global limit deferred, comes
-        # back through Celery, so that the canvas goes on after it.
+    if state in ("retrying", "limited", "scheduled"):
+        # The next attempt (after a failure), or the start a limit, a pause or a
+        # RetryAfter ("scheduled") deferred, comes back through Celery, so that the
+        # canvas goes on after it.
         due, next_dispatch = ctx.runtime.store.next_attempt(
-            job_id, limited=state == "limited", fallback_ms=workflows.CANVAS_FALLBACK_MS
+            job_id, limited=state != "retrying", fallback_ms=workflows.CANVAS_FALLBACK_MS
         )
         raise task.retry(
             countdown=max(0.0, (due - ctx.runtime.store.clock()) / 1000),

@@ -68,6 +68,11 @@ def install_context(ctx: WorkerContext) -> None:
     _context = ctx
 
 
+def installed() -> WorkerContext | None:
+    """The context of this process, or None outside a worker."""
+    return _context
+
+
 def context() -> WorkerContext:
     if _context is None:
         raise TaskrouterError("this process is not a taskrouter worker (no WorkerContext)")

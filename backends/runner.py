@@ -26,10 +26,13 @@ from typing import Any, TypeVar
 
 from taskrouter import codec
 from taskrouter.errors import BackendUnavailable, PayloadError, TaskNotRegistered
+from taskrouter.flow import CurrentJob, retry_after_of, running
+from taskrouter.policy import RetryAfterPolicy
 from taskrouter.registry import lookup
 from taskrouter.settings import REDIS_PATIENCE
 from taskrouter.states import Outcome
 
+from . import hooks
 from .hooks import WorkerContext, context
 from .store import Claim, now_ms
 
@@ -143,6 +146,14 @@ def is_async(claim: Claim) -> bool:
         return False
 
 
+def current_of(claim: Claim) -> CurrentJob:
+    """What ``current_job()`` is while the claimed attempt runs: its writes go to the
+    record through this process's store (detached in a process with no worker context)."""
+    ctx = hooks.installed()
+    store = ctx.runtime.store if ctx is not None else None
+    return CurrentJob(claim.job_id, claim.attempts, claim.token, store)
+
+
 def attempt(claim: Claim) -> Attempt:
     """Run the task in this thread (an ``async def`` task on an event loop of its own)."""
     started = now_ms()
@@ -151,9 +162,10 @@ def attempt(claim: Claim) -> Attempt:
     except (TaskNotRegistered, PayloadError) as exc:
         return _unrunnable(exc, started)
     try:
-        value = fn(*args, **kwargs)
-        if inspect.iscoroutine(value):
-            value = asyncio.run(value)
+        with running(current_of(claim)):
+            value = fn(*args, **kwargs)
+            if inspect.iscoroutine(value):
+                value = asyncio.run(value)
     except Exception as exc:
         return failure(claim, exc, started)
     return success(value, started)
@@ -167,8 +179,9 @@ async def attempt_async(claim: Claim, timeout: float | None) -> Attempt:
     except (TaskNotRegistered, PayloadError) as exc:
         return _unrunnable(exc, started)
     try:
-        async with asyncio.timeout(timeout):
-            value = await fn(*args, **kwargs)
+        with running(current_of(claim)):
+            async with asyncio.timeout(timeout):
+                value = await fn(*args, **kwargs)
     except Exception as exc:  # TimeoutError included: error type Timeout
         return failure(claim, exc, started)
     return success(value, started)
@@ -180,12 +193,28 @@ def _unrunnable(exc: Exception, started: int) -> Attempt:
 
 
 def failure(claim: Claim, exc: BaseException, started: int) -> Attempt:
-    """The attempt raised: a retry after the backoff if attempts remain, else failed."""
+    """The attempt raised: a RetryAfter (or, when the profile says so, an HTTP 429) waits
+    without using an attempt; else a retry after the backoff if attempts remain, else
+    failed."""
     finished = now_ms()
+    rules = retry_after_rules(claim.profile)
+    later = retry_after_of(exc, http_429=rules.http_429, default=rules.default)
+    if later is not None:
+        err = json.dumps({"type": "RetryAfter", "message": str(later)[:4000]})
+        due = finished + int(later.seconds * 1000)
+        return Attempt("later", err, started, finished, due, error=exc)
     if claim.attempts < claim.max_attempts:
         due = finished + int(claim.retry_delay() * 1000)
         return Attempt("retry", error_json(exc), started, finished, due, error=exc)
     return Attempt("failed", error_json(exc), started, finished, error=exc)
+
+
+def retry_after_rules(profile: str) -> RetryAfterPolicy:
+    """The profile's ``retry_after`` settings in this worker's policy (defaults if the
+    process has no worker context or does not know the profile)."""
+    ctx = hooks.installed()
+    ps = ctx.runtime.derived.profiles.get(profile) if ctx is not None else None
+    return ps.retry_after if ps is not None else RetryAfterPolicy()
 
 
 def success(value: Any, started: int) -> Attempt:
@@ -238,9 +267,18 @@ def _record(ctx: WorkerContext, claim: Claim, done: Attempt) -> tuple[str, str]:
     if done.outcome != "succeeded":
         history["error"] = json.loads(done.value)
 
+    rules = retry_after_rules(claim.profile)
+
     def write(outcome: Outcome, value: str) -> tuple[str, str]:
         return store.finish(
-            claim.job_id, claim.token, outcome, value, due_ms=done.due_ms, history=history
+            claim.job_id,
+            claim.token,
+            outcome,
+            value,
+            due_ms=done.due_ms,
+            history=history,
+            pause=rules.pause,
+            max_waits=rules.max,
         )
 
     try:

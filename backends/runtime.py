@@ -24,11 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 from taskrouter import codec
 from taskrouter.derive import Derived, ProfileSettings, derive
-from taskrouter.errors import BackendUnavailable, JobNotFound, JobStateConflict, TaskrouterError
+from taskrouter.errors import (
+    BackendUnavailable,
+    BudgetExceeded,
+    JobNotFound,
+    JobStateConflict,
+    TaskrouterError,
+)
 from taskrouter.job import Job
-from taskrouter.policy import ENGINES
+from taskrouter.policy import ENGINES, PerKey
 from taskrouter.policy_file import load_policy
-from taskrouter.registry import CallOptions, Task
+from taskrouter.registry import CallOptions, Task, limit_key_of
 from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL, Settings
 from taskrouter.states import CANCELED, FAILED
 
@@ -209,6 +215,8 @@ class Runtime:
             "idempotency_key": options.idempotency_key,
             "retry_of": retry_of,
             "due_at": created + int((options.delay or 0) * 1000) if delayed else None,
+            "limit_key": options.limit_key or limit_key_of(task, args, kwargs, ps.per_key.key),
+            "cost": options.cost,
         }
         idem = (
             self.store.keys.idempotency(ps.profile, options.idempotency_key)
@@ -225,6 +233,29 @@ class Runtime:
         )
         return Planned(ps, job_id, fields, create, idem, delayed, Call.of(task.name, args, kwargs))
 
+    @staticmethod
+    def refuses_over_budget(planned: Planned) -> bool:
+        """Whether the job's profile refuses enqueues once its budget is spent."""
+        budget = planned.ps.budget
+        return budget is not None and budget.when_reached == "refuse"
+
+    def check_budget(self, planned: Planned) -> None:
+        """BudgetExceeded when the job's profile refuses new jobs once its budget (or its
+        limit key's) is spent for the current window."""
+        budget = planned.ps.budget
+        if budget is None or not self.refuses_over_budget(planned):
+            return
+        lkey = planned.fields.get("limit_key")
+        per_ms = int(budget.per * 1000)
+        retry_in = (per_ms - self.store.clock() % per_ms) / 1000
+        spent = self.store.spent(planned.ps.profile, budget)
+        if spent >= budget.limit:
+            raise BudgetExceeded(planned.ps.profile, spent, budget.limit, retry_in)
+        if budget.per_key is not None and lkey:
+            spent = self.store.spent(planned.ps.profile, budget, lkey)
+            if spent >= budget.per_key:
+                raise BudgetExceeded(planned.ps.profile, spent, budget.per_key, retry_in, lkey)
+
     def submit(self, planned: Planned, *, maybe_written: bool = False) -> Job:
         """Write a planned job's record and send it to its engine.
 
@@ -234,6 +265,7 @@ class Runtime:
         of a dispatch runs nothing (it is refused at claim).
         """
         ps, job_id, create, call = planned.ps, planned.job_id, planned.create, planned.call
+        self.check_budget(planned)
         backend = self.backend(ps.backend)
         if planned.idem or planned.delayed:
             holder = self.store.create(create)
@@ -342,7 +374,7 @@ class Runtime:
         return self.store.requeue_held(held_dispatches(self, before))
 
     def publish_limits(self) -> None:
-        """Make this policy's global limits the ones every worker enforces."""
+        """Make this policy's limits (global and per key) the ones every worker enforces."""
         self.store.publish_limits(
             {
                 name: (
@@ -351,7 +383,19 @@ class Runtime:
                     ps.rate_limit.per if ps.rate_limit else None,
                 )
                 for name, ps in self.derived.profiles.items()
-            }
+            },
+            {
+                name: (
+                    ps.per_key.concurrency,
+                    ps.per_key.rate_limit.count if ps.per_key.rate_limit else None,
+                    ps.per_key.rate_limit.per if ps.per_key.rate_limit else None,
+                )
+                for name, ps in self.derived.profiles.items()
+                if ps.per_key != PerKey()
+            },
+            {name: ps.budget for name, ps in self.derived.profiles.items() if ps.budget},
+            {n for n, ps in self.derived.profiles.items() if ps.retry_after.pause == "key"},
+            {n: dict(ps.per_key.weights) for n, ps in self.derived.profiles.items()},
         )
 
     def ping(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,7 +20,10 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from taskrouter.errors import JobLost, PayloadError
+from taskrouter.flow import MAX_CHECKPOINTS_CHARS, checkpoints_of
 from taskrouter.keys import Keys
+from taskrouter.policy import Budget
 from taskrouter.record import INDEXED
 from taskrouter.settings import (
     RUNTIME_SKETCH_SIZE,
@@ -59,6 +62,8 @@ class Claim:
     delays: tuple[float, ...] = ()
     workflow_id: str = ""
     detail: str = ""
+    profile: str = ""
+    limit_key: str = ""
 
     def retry_delay(self) -> float:
         """Seconds before the next attempt after this one failed (the last value repeats)."""
@@ -226,6 +231,8 @@ class JobStore:
             max_attempts=int(r[4]),
             delays=tuple(json.loads(r[5])) if r[5] else (),
             workflow_id=r[6],
+            profile=r[7],
+            limit_key=r[8],
         )
 
     def finish(
@@ -237,16 +244,99 @@ class JobStore:
         *,
         due_ms: int = 0,
         history: Mapping[str, Any],
+        pause: str = "none",
+        max_waits: int = 0,
     ) -> tuple[FinishStatus, str]:
         """Record the end of the attempt holding ``token``: ("ok", new state), or
-        ("lost", state) when the attempt no longer owns the job."""
+        ("lost", state) when the attempt no longer owns the job.
+
+        Outcome "later" (a RetryAfter): the job waits until ``due_ms`` without using an
+        attempt, and so does every job of its key or profile when ``pause`` says so;
+        past ``max_waits`` such waits it fails instead."""
         entry = json.dumps(history, separators=(",", ":"))
         r = self.run(
             "finish",
-            *(job_id, token, self.clock(), outcome, value, due_ms, entry),
+            *(job_id, token, self.clock(), outcome, value, due_ms, entry, pause, max_waits),
             *(RUNTIME_SKETCH_SIZE, RUNTIME_SKETCH_TTL * 1000),
         )
         return cast(FinishStatus, r[0]), r[1]
+
+    # -- what a running attempt writes (taskrouter.flow) -------------------------------
+
+    def write_progress(self, job_id: str, token: str, fraction: float, message: str) -> None:
+        """The attempt holding ``token`` got ``fraction`` of the way; JobLost if it no
+        longer owns the job."""
+        r = self.run("flow_write", job_id, token, self.clock(), "progress", message, fraction, 0)
+        self._written(job_id, r)
+
+    def write_checkpoint(self, job_id: str, token: str, name: str, value: str) -> None:
+        """Checkpoint ``name`` = ``value`` (codec JSON) of the attempt holding ``token``."""
+        r = self.run(
+            "flow_write",
+            job_id,
+            token,
+            self.clock(),
+            "checkpoint",
+            name,
+            value,
+            MAX_CHECKPOINTS_CHARS,
+        )
+        self._written(job_id, r)
+
+    def write_charge(self, job_id: str, token: str, amount: float) -> None:
+        """The attempt holding ``token`` spent ``amount`` (its profile's budget unit)."""
+        r = self.run("flow_write", job_id, token, self.clock(), "charge", "", repr(amount), 0)
+        self._written(job_id, r)
+
+    def spent(self, profile: str, budget: Budget, limit_key: str | None = None) -> float:
+        """What ``profile`` (or one of its limit keys) charged in the current window."""
+        window = str(self.clock() // int(budget.per * 1000))
+        key = (
+            self.keys.spend(profile, window)
+            if limit_key is None
+            else self.keys.key_spend(profile, limit_key, window)
+        )
+        with engine_errors():
+            return float(self.client.get(key) or 0)
+
+    def pause(self, profile: str) -> None:
+        """Hold every new start of ``profile`` until ``resume`` (its jobs wait scheduled)."""
+        with engine_errors():
+            self.client.hset(self.keys.limits(profile), "paused", "manual")
+
+    def resume(self, profile: str) -> bool:
+        """End a pause of ``profile`` (by hand or after a RetryAfter); False if none."""
+        with engine_errors():
+            return bool(self.client.hdel(self.keys.limits(profile), "paused"))
+
+    def paused(self, profiles: Sequence[str]) -> dict[str, str | None]:
+        """Each profile's pause: "manual", the ms it ends (a RetryAfter), or None."""
+        now = self.clock()
+        with engine_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for profile in profiles:
+                pipe.hget(self.keys.limits(profile), "paused")
+            found = pipe.execute()
+        return {
+            p: v if v == "manual" or (v and v.isdigit() and int(v) > now) else None
+            for p, v in zip(profiles, found, strict=True)
+        }
+
+    def read_checkpoints(self, job_id: str) -> dict[str, str]:
+        """{name: codec JSON} of every checkpoint of the job so far."""
+        with engine_errors():
+            text = self.client.hget(self.keys.job(job_id), "checkpoints")
+        return checkpoints_of(text)
+
+    @staticmethod
+    def _written(job_id: str, reply: Sequence[Any]) -> None:
+        if reply[0] == "lost":
+            raise JobLost(job_id, reply[1])
+        if reply[0] == "full":
+            raise PayloadError(
+                f"job {job_id}: its checkpoints would take {reply[1]} characters of JSON; "
+                f"the limit is {MAX_CHECKPOINTS_CHARS}"
+            )
 
     def renew(self, leases: Mapping[str, str], lease_ms: int) -> list[str]:
         """Extend the leases of {job_id: token}; returns the ids this process no longer owns."""
@@ -355,22 +445,37 @@ class JobStore:
         return due, int(dispatch or 1)
 
     def publish_limits(
-        self, limits: Mapping[str, tuple[int | None, int | None, float | None]]
+        self,
+        limits: Mapping[str, tuple[int | None, int | None, float | None]],
+        per_key: Mapping[str, tuple[int | None, int | None, float | None]] | None = None,
+        budgets: Mapping[str, Budget] | None = None,
+        key_pauses: Collection[str] = (),
+        weights: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         """Write each profile's global limits (concurrency, rate count, rate window s),
-        which claim and take_due enforce; a profile without limits has its entry removed."""
+        which claim and take_due enforce; a profile without limits has its entry removed.
+        A profile in ``per_key`` (it has a per_key section) gets its per-key limits too,
+        and its jobs over a limit wait in per-key lines (fair share)."""
         client = self.client
+        per_key = per_key or {}
         with engine_errors():
             pipe = client.pipeline(transaction=False)
             for profile, (cap, count, per) in limits.items():
                 key = self.keys.limits(profile)
-                pipe.delete(key)
-                fields = {
-                    "concurrency": cap,
-                    "rate_count": count,
-                    "rate_per_ms": None if per is None else int(per * 1000),
-                }
-                fields = {k: v for k, v in fields.items() if v is not None}
+                pipe.hdel(key, *LIMIT_FIELDS)
+                fields = _limit_fields("", cap, count, per)
+                if profile in per_key:
+                    fields.update(_limit_fields("key_", *per_key[profile]), keyed=1)
+                if (weights or {}).get(profile):  # fair-share turns longer than one start
+                    fields["weights"] = json.dumps(dict((weights or {})[profile]))
+                if profile in key_pauses:  # its RetryAfters pause one limit key
+                    fields["key_pauses"] = 1
+                if (budget := (budgets or {}).get(profile)) is not None:
+                    fields.update(budget=repr(budget.limit), budget_per_ms=int(budget.per * 1000))
+                    if budget.per_key is not None:
+                        fields["key_budget"] = repr(budget.per_key)
+                    if budget.price is not None:
+                        fields["budget_price"] = repr(budget.price)
                 if fields:
                     pipe.hset(key, mapping=fields)
             pipe.execute()
@@ -381,6 +486,24 @@ class JobStore:
 
     def close(self) -> None:
         self._clients.close()
+
+
+LIMIT_FIELDS = (
+    *("concurrency", "rate_count", "rate_per_ms", "keyed"),
+    *("key_concurrency", "key_rate_count", "key_rate_per_ms"),
+    *("budget", "budget_per_ms", "key_budget", "budget_price", "key_pauses", "weights"),
+)  # not "paused" (a pause outlives a restart) nor "weighted" (the logs' units)
+
+
+def _limit_fields(
+    head: str, cap: int | None, count: int | None, per: float | None
+) -> dict[str, int | str]:
+    fields = {
+        f"{head}concurrency": cap,
+        f"{head}rate_count": count,
+        f"{head}rate_per_ms": None if per is None else int(per * 1000),
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def delete_prefix(url: str, prefix: str) -> int:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from .errors import (
     BackendUnavailable,
+    BudgetExceeded,
     JobFailed,
+    JobLost,
     JobNotFound,
     JobStateConflict,
     JobTimeout,
     PayloadError,
     PolicyError,
+    RetryAfter,
     TaskNotRegistered,
     TaskrouterError,
 )
+from .flow import CurrentJob, current_job
 from .job import Job
 from .registry import Task, task
 from .workflow import Signature, WorkflowFailed, WorkflowNotFound, chain, chord, get_workflow, group
@@ -20,13 +24,17 @@ from .workflow_handle import Workflow
 
 __all__ = [
     "BackendUnavailable",
+    "BudgetExceeded",
+    "CurrentJob",
     "Job",
     "JobFailed",
+    "JobLost",
     "JobNotFound",
     "JobStateConflict",
     "JobTimeout",
     "PayloadError",
     "PolicyError",
+    "RetryAfter",
     "Signature",
     "Task",
     "TaskNotRegistered",
@@ -36,6 +44,7 @@ __all__ = [
     "WorkflowNotFound",
     "chain",
     "chord",
+    "current_job",
     "get_job",
     "get_workflow",
     "group",

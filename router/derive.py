@@ -57,13 +57,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from taskrouter.classify import Rule, adaptive, classify
 from taskrouter.durations import format_duration
 from taskrouter.errors import PolicyError, PolicyProblem
 from taskrouter.observed import candidate_lanes, lane_queue
-from taskrouter.policy import LANE_ENGINE, Engine, Lane, Policy, Profile, RateLimit, Retries
+from taskrouter.policy import (
+    LANE_ENGINE,
+    Budget,
+    Engine,
+    Lane,
+    PerKey,
+    Policy,
+    Profile,
+    RateLimit,
+    Retries,
+    RetryAfterPolicy,
+)
 
 GRACE_FRACTION = 0.1
 GRACE_MIN = 5.0
@@ -101,6 +112,9 @@ class ProfileSettings:
     long_running: bool
     concurrency: int | None
     rate_limit: RateLimit | None
+    retry_after: RetryAfterPolicy = field(default_factory=RetryAfterPolicy)
+    per_key: PerKey = field(default_factory=PerKey)
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +190,9 @@ def _settings(policy: Policy, profile: Profile) -> ProfileSettings:
         long_running=profile.expected_latency >= LONG_RUNNING_AFTER,
         concurrency=profile.concurrency,
         rate_limit=profile.rate_limit,
+        retry_after=profile.retry_after,
+        per_key=profile.per_key,
+        budget=profile.budget,
     )
 
 

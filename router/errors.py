@@ -10,6 +10,9 @@
     │   └── WorkflowFailed     a workflow ended failed or canceled; names the member
     ├── JobTimeout             wait() gave up before the job finished (also a TimeoutError)
     ├── JobStateConflict       the job is not in a state that allows the operation
+    ├── JobLost                inside a task: its attempt no longer owns the job
+    ├── RetryAfter             raised by a task: run me again after N seconds, no attempt used
+    ├── BudgetExceeded         enqueue refused: the profile spent its budget for this window
     ├── InvalidQuery           a listing's filter, limit or cursor is not usable (a ValueError)
     ├── DescriptionError       a JSON description of a workflow is invalid (a ValueError)
     ├── RefusedJob             an engine message names something taskrouter does not run
@@ -139,6 +142,48 @@ class JobTimeout(TaskrouterError, TimeoutError):
 
 class JobStateConflict(TaskrouterError):
     """Raised when an operation does not fit the job's state (cancel a finished job...)."""
+
+
+class JobLost(TaskrouterError):
+    """Raised inside a task when its attempt no longer owns the job (canceled, or reaped
+    after its lease lapsed), so that it stops paying for calls whose outcome is dropped."""
+
+    def __init__(self, job_id: str, state: str) -> None:
+        self.job_id = job_id
+        self.state = state
+        super().__init__(f"job {job_id} is {state}: this attempt no longer owns it")
+
+
+# A day: a longer wait is a schedule, not a provider's back-off.
+MAX_RETRY_AFTER = 86400.0
+
+
+class RetryAfter(TaskrouterError):
+    """Raised by a task to be run again after ``seconds`` without using an attempt (a
+    provider's rate limit said "not now"); ``reason`` goes into the job's history."""
+
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        if not (isinstance(seconds, int | float) and 0 <= seconds <= MAX_RETRY_AFTER):
+            raise ValueError(f"RetryAfter seconds must be 0 to {MAX_RETRY_AFTER}; got {seconds!r}")
+        self.seconds = float(seconds)
+        self.reason = reason
+        super().__init__(f"retry after {self.seconds:g} s" + (f": {reason}" if reason else ""))
+
+
+class BudgetExceeded(TaskrouterError):
+    """Raised at enqueue when the profile (or the call's limit key) has spent its budget
+    for the current window and its policy says ``when_reached: refuse``."""
+
+    def __init__(
+        self, profile: str, spent: float, limit: float, retry_in: float, key: str = ""
+    ) -> None:
+        self.profile = profile
+        self.retry_in = retry_in
+        whose = f"limit key {key!r} of profile {profile!r}" if key else f"profile {profile!r}"
+        super().__init__(
+            f"{whose} has spent {spent:g} of its budget of {limit:g} for this window; "
+            f"new jobs are refused for {retry_in:.0f} s more (policy: budget.when_reached: refuse)"
+        )
 
 
 class InvalidQuery(TaskrouterError, ValueError):

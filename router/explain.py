@@ -16,7 +16,7 @@ from taskrouter.derive import (
 )
 from taskrouter.durations import format_duration
 from taskrouter.observed import candidate_lanes, lane_queue
-from taskrouter.policy import Retries
+from taskrouter.policy import PerKey, Retries, RetryAfterPolicy
 
 CHECK_COLUMNS = ("profile", "backend", "lane", "queue", "timeout", "retries", "reason")
 
@@ -112,6 +112,7 @@ def render_explain(derived: Derived, name: str) -> str:
             if settings.rate_limit
             else "no global cap",
         ),
+        *_flow(settings),
         *_engine_specific(derived, settings),
         *_adaptive(derived, name),
     ]
@@ -136,6 +137,37 @@ def _adaptive(derived: Derived, name: str) -> list[tuple[str, str]]:
             "taskrouter policy advise shows it now",
         )
     ]
+
+
+def _flow(settings: ProfileSettings) -> list[tuple[str, str]]:
+    """Flow control rows (per_key, retry_after, budget), for the profiles that set them."""
+    rows: list[tuple[str, str]] = []
+    pk = settings.per_key
+    if pk != PerKey():
+        parts = [f"key: argument {pk.key!r}" if pk.key else "key: task.using(limit_key=)"]
+        parts.append(f"{pk.concurrency} at once" if pk.concurrency else "no cap")
+        parts.append(f"{pk.rate_limit} starts" if pk.rate_limit else "no rate")
+        rows.append(("per_key", ", ".join(parts) + "; waiting keys start round-robin"))
+    ra = settings.retry_after
+    if ra != RetryAfterPolicy():
+        holds = {"none": "only the job", "key": "its limit key", "profile": "the whole profile"}
+        http = f"HTTP 429 too (default wait {format_duration(ra.default)})" if ra.http_429 else ""
+        rows.append(
+            (
+                "retry_after",
+                f"waits hold {holds[ra.pause]}; at most {ra.max} waits; {http}".rstrip("; "),
+            )
+        )
+    if (b := settings.budget) is not None:
+        per_key = f", {b.per_key:g} per key" if b.per_key is not None else ""
+        price = f"; {b.price:g} charged per unit of cost at start" if b.price is not None else ""
+        rows.append(
+            (
+                "budget",
+                f"{b.limit:g} per {format_duration(b.per)}{per_key}; then {b.when_reached}{price}",
+            )
+        )
+    return rows
 
 
 def _limits(settings: ProfileSettings) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 from . import codec
 from .errors import DamagedRecord, JobFailed, JobTimeout, PayloadError
+from .flow import checkpoints_of, progress_of
 from .states import FINISHED, STATES, SUCCEEDED
 
 
@@ -102,6 +103,9 @@ class Job:
     _result: str | None = field(default=None, repr=False)
     _error: str | None = field(default=None, repr=False)
     _history: str | None = field(default=None, repr=False)
+    _progress: str | None = field(default=None, repr=False)
+    _checkpoints: str | None = field(default=None, repr=False)
+    spend: float | None = None  # what its attempts charged (current_job().charge)
     _source: JobSource | None = field(default=None, repr=False, compare=False)
     _decoded: Any = field(default=None, repr=False, compare=False)
 
@@ -148,8 +152,14 @@ class Job:
             _result=record.get("result") or None,
             _error=record.get("error") or None,
             _history=record.get("history") or None,
+            _progress=record.get("progress") or None,
+            _checkpoints=record.get("checkpoints") or None,
+            spend=_field(record, "spend", float),
             _source=source,
         )
+        progress_of(job._progress)  # garbled flow fields are damage too
+        for value in checkpoints_of(job._checkpoints).values():
+            codec.loads(value)
         for stamp in (job.created_at, job.started_at, job.finished_at):
             iso(stamp)  # a time the job JSON cannot show (a year past 9999) is damage too
         error = job.error
@@ -177,6 +187,29 @@ class Job:
         """One entry per finished attempt: attempt, worker, started_at, finished_at (ms),
         and error when it failed (RQ keeps no per-attempt record; this does)."""
         return [] if self._history is None else list(json.loads(self._history))
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """What the task last reported with ``current_job().progress``: ``fraction`` (0 to
+        1), ``message`` and ``at`` (ms since the epoch); None if it never did."""
+        return progress_of(self._progress)
+
+    @property
+    def checkpoints(self) -> dict[str, Any]:
+        """Every checkpoint the job's attempts stored, decoded (``current_job().checkpoint``)."""
+        return {k: codec.loads(v) for k, v in checkpoints_of(self._checkpoints).items()}
+
+    def flow_dict(self) -> dict[str, Any]:
+        """Progress, checkpoints and spend as plain JSON: the ``flow`` member that
+        ``GET /jobs/{id}?include=flow`` adds to the contract's job JSON."""
+        progress = self.progress
+        if progress is not None:
+            progress = {**progress, "at": iso(progress.get("at"))}
+        return {
+            "progress": progress,
+            "checkpoints": {k: codec.plain(v) for k, v in self.checkpoints.items()},
+            "spend": self.spend,
+        }
 
     def _require_source(self) -> JobSource:
         if self._source is None:

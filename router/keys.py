@@ -87,12 +87,62 @@ class Keys:
         return f"{self.prefix}:slots:{profile}"
 
     def limits(self, profile: str) -> str:
-        """Hash: a profile's global limits (concurrency, rate_count, rate_per_ms)."""
+        """Hash: a profile's limits (concurrency, rate_count, rate_per_ms; key_concurrency,
+        key_rate_count, key_rate_per_ms and keyed for per_key), and "paused": until when
+        (ms) its jobs wait after a RetryAfter with pause: profile, or "manual"."""
         return f"{self.prefix}:limits:{profile}"
 
     def rate(self, profile: str) -> str:
         """Sorted set: start times inside the current rate window of a profile."""
         return f"{self.prefix}:rate:{profile}"
+
+    def rate_used(self, profile: str) -> str:
+        """String: the units that weighted starts inside a profile's rate window took
+        beyond one each (``rate`` holds one entry per start, ``<id>:<attempt>:<cost>``)."""
+        return f"{self.prefix}:rateused:{profile}"
+
+    def key_slots(self, profile: str, limit_key: str) -> str:
+        """Sorted set: job ids of one limit key holding a slot of its per-key concurrency."""
+        return f"{self.prefix}:kslots:{profile}:{limit_key}"
+
+    def key_rate(self, profile: str, limit_key: str) -> str:
+        """Sorted set: starts inside the rate window of one limit key (as ``rate``)."""
+        return f"{self.prefix}:krate:{profile}:{limit_key}"
+
+    def key_rate_used(self, profile: str, limit_key: str) -> str:
+        """String: the same as ``rate_used`` for one limit key."""
+        return f"{self.prefix}:krateused:{profile}:{limit_key}"
+
+    def waiting(self, profile: str, limit_key: str) -> str:
+        """Sorted set: ids of one limit key's jobs waiting for a limit, by creation time."""
+        return f"{self.prefix}:kwait:{profile}:{limit_key}"
+
+    def waiting_keys(self, profile: str) -> str:
+        """Sorted set: the limit keys of a profile with waiting jobs, scored by when each
+        was last given a start (0: never), so that starts go round the keys."""
+        return f"{self.prefix}:kwaitkeys:{profile}"
+
+    def waiting_credits(self, profile: str) -> str:
+        """Hash: per limit key with a weight, the starts it had in its current turn."""
+        return f"{self.prefix}:kwaitcredits:{profile}"
+
+    @property
+    def fair_profiles(self) -> str:
+        """Set: the profiles with jobs waiting in per-key queues (``waiting``)."""
+        return f"{self.prefix}:fair"
+
+    def spend(self, profile: str, window: str) -> str:
+        """String: what a profile's jobs charged in one budget window (its number: ms
+        since the epoch // the window's length), kept two windows."""
+        return f"{self.prefix}:spend:{profile}:{window}"
+
+    def key_spend(self, profile: str, limit_key: str, window: str) -> str:
+        """String: what one limit key's jobs charged in one budget window."""
+        return f"{self.prefix}:kspend:{profile}:{window}:{limit_key}"
+
+    def paused_key(self, profile: str, limit_key: str) -> str:
+        """String: until when (ms) the jobs of one limit key of a profile wait."""
+        return f"{self.prefix}:pausedkey:{profile}:{limit_key}"
 
     def counters(self) -> str:
         """Hash: lifetime counters for /metrics (field "<what>|profile|backend|queue|task")."""

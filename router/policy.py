@@ -21,6 +21,10 @@ Kind = Literal["cpu", "io"]
 # (a Celery worker that holds thousands of waiting calls in one process).
 Lane = Literal["prefork", "fork", "io"]
 WorkflowMode = Literal["celery", "per-step"]
+# What a RetryAfter from one job holds back: that job only, every job of its limit key,
+# or every job of its profile.
+PauseScope = Literal["none", "key", "profile"]
+PAUSE_SCOPES: tuple[str, ...] = ("none", "key", "profile")
 
 SHAPES: tuple[str, ...] = ("isolated", "chain", "group", "chord")
 BACKEND_CHOICES: tuple[str, ...] = ("auto", "celery", "rq")
@@ -66,6 +70,42 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryAfterPolicy:
+    """What a ``RetryAfter`` raised by a task (a provider's "not now") does."""
+
+    pause: PauseScope = "none"  # who else waits until then
+    http_429: bool = False  # an httpx/requests HTTP 429 error is a RetryAfter
+    default: float = 10.0  # seconds, for a 429 without a usable Retry-After header
+    max: int = 100  # waits of one job before it fails instead (a provider that never lets up)
+
+
+@dataclass(frozen=True, slots=True)
+class PerKey:
+    """Limits per limit key (a tenant, a model), under the profile's global ones."""
+
+    key: str | None = None  # the task argument whose value is the key
+    concurrency: int | None = None
+    rate_limit: RateLimit | None = None
+    # (key, starts in a row) for the keys whose turn of the fair-share round is longer
+    # than one start (a paid tier); every other key has 1.
+    weights: tuple[tuple[str, int], ...] = ()
+
+
+BUDGET_ACTIONS: tuple[str, ...] = ("pause", "refuse")
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spend ceiling per window: what tasks report with ``current_job().charge``."""
+
+    limit: float  # per window, in the unit the tasks charge in (dollars, credits)
+    per: float  # the window, seconds; windows are fixed (whole multiples from the epoch)
+    per_key: float | None = None  # the same ceiling for each limit key
+    when_reached: Literal["pause", "refuse"] = "pause"  # hold new starts, or also refuse enqueues
+    price: float | None = None  # charged at each start per unit of the call's cost
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """One profile of policies.yaml, with every default filled in."""
 
@@ -80,6 +120,9 @@ class Profile:
     keep_results: float = 86400.0
     concurrency: int | None = None
     rate_limit: RateLimit | None = None
+    retry_after: RetryAfterPolicy = field(default_factory=RetryAfterPolicy)
+    per_key: PerKey = field(default_factory=PerKey)
+    budget: Budget | None = None
     line: int | None = None  # where the profile starts in its file, for messages
 
 

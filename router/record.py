@@ -11,20 +11,28 @@ from typing import Final
 # What the job is and where it runs (written once, at creation).
 IDENTITY: Final = ("id", "task", "profile", "backend", "queue", "lane", "workflow_id")
 # The call and how to retry it.
-CALL: Final = ("payload", "max_attempts", "delays", "keep_ms", "idempotency_key", "retry_of")
+CALL: Final = (
+    *("payload", "max_attempts", "delays", "keep_ms", "idempotency_key", "retry_of"),
+    "limit_key",  # the key of the profile's per-key limits and pauses
+    "cost",  # units of the profile's rate limit the call uses (default 1)
+)
 # Where it is now.
 PROGRESS: Final = (
     "state",
     "attempts",
     "dispatch",  # the engine message that may run it (one native id per dispatch)
     "due_at",  # when a scheduled or retrying job may be sent
-    "waiting",  # why a scheduled job waits ("limit": a global limit)
+    "waiting",  # why a scheduled job waits: "limit", "paused", "retry_after"
+    "waits",  # RetryAfter waits so far (they use no attempt)
     "token",  # the claim that owns the running attempt
     "lease_until",
     "worker",
 )
 TIMES: Final = ("created_at", "queued_at", "started_at", "finished_at")  # ms since the epoch
 OUTCOME: Final = ("result", "error", "history")
+# Written by the running attempt (taskrouter.flow): {"fraction", "message", "at"}, and
+# {name: codec JSON} kept across attempts.
+FLOW: Final = ("progress", "checkpoints", "spend")
 # Workflow members only (backends/lua/wf_*.lua).
 WORKFLOW: Final = (
     "wf_index",
@@ -38,7 +46,7 @@ WORKFLOW: Final = (
     "wf_counted",
     "wf_continued",
 )
-ALL: Final = IDENTITY + CALL + PROGRESS + TIMES + OUTCOME + WORKFLOW
+ALL: Final = IDENTITY + CALL + PROGRESS + TIMES + OUTCOME + FLOW + WORKFLOW
 
 # A job is in one index per value of each of these, and in the index of all jobs.
 INDEXED: Final = ("state", "profile", "backend", "task")

@@ -7,12 +7,15 @@ up in this registry and never imported.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from . import codec
 from .errors import TaskNotRegistered
+from .flow import CurrentJob, running
 
 if TYPE_CHECKING:
     from .job import Job
@@ -31,11 +34,20 @@ class CallOptions:
 
     idempotency_key: str | None = None
     delay: float | None = None  # seconds before the job may start ("scheduled" until then)
+    limit_key: str | None = None  # the key of the profile's per_key limits (a tenant, a model)
+    cost: int | None = None  # units of the profile's rate_limit this call uses (LLM tokens)
 
     def __post_init__(self) -> None:
-        key = self.idempotency_key
-        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
-            raise ValueError("idempotency_key must be a string of 1 to 200 characters")
+        for name in ("idempotency_key", "limit_key"):
+            key = getattr(self, name)
+            if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
+                raise ValueError(f"{name} must be a string of 1 to 200 characters")
+        if self.cost is not None and (
+            isinstance(self.cost, bool)
+            or not isinstance(self.cost, int)
+            or not 0 < self.cost <= 10**12
+        ):
+            raise ValueError("cost must be a whole number of rate-limit units, 1 or more")
         if self.delay is not None and (
             isinstance(self.delay, bool)
             or not isinstance(self.delay, int | float)
@@ -54,13 +66,17 @@ class Task(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.fn(*args, **kwargs)
+        # A plain call runs inline with a detached current_job() of its own.
+        with running(CurrentJob(None, 0)):
+            return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<Task {self.name} profile={self.profile}>"
 
     def using(self, **options: Any) -> BoundTask[P, R]:
-        """Per-call options (``idempotency_key=``, ``delay=`` seconds) for one enqueue."""
+        """Per-call options for one enqueue: ``idempotency_key=``, ``delay=`` seconds,
+        ``limit_key=`` (the key of the profile's per-key limits), ``cost=`` (units of
+        its rate limit)."""
         return BoundTask(self, CallOptions(**options))
 
     def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -141,3 +157,28 @@ def lookup(name: str) -> Task[Any, Any]:
 def registered() -> dict[str, Task[Any, Any]]:
     """A copy of the registry: name -> Task."""
     return dict(_REGISTRY)
+
+
+def limit_key_of(
+    task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], argument: str | None
+) -> str | None:
+    """The limit key of a call: the value of the task's argument named ``argument`` (the
+    profile's ``per_key.key``) as text, or None when the profile names none, the
+    argument is None, or the call does not bind (the worker reports that error)."""
+    if argument is None:
+        return None
+    try:
+        bound = _signature(task.fn).bind(*args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    value = bound.arguments.get(argument)
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else codec.dumps(value, f"argument {argument!r}")
+    return text[:200] or None
+
+
+@functools.cache
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)

@@ -26,7 +26,8 @@ STARTED: Final = frozenset({RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELED})
 
 # What the record scripts (backends/lua) answer, by script.
 ClaimStatus = Literal["ok", "missing", "finished", "stale", "duplicate", "limited"]
-Outcome = Literal["succeeded", "failed", "retry"]  # what an attempt asks finish.lua to record
+# What an attempt asks finish.lua to record ("later": a RetryAfter, no attempt used).
+Outcome = Literal["succeeded", "failed", "retry", "later"]
 FinishStatus = Literal["ok", "lost"]
 CancelStatus = Literal["ok", "missing", "finished"]
 ArriveStatus = Literal["ok", "waiting", "missing", "finished", "stale"]

@@ -312,5 +312,8 @@ for _command in (cli_read.status, cli_read.jobs, cli_read.workers, schedules.sch
     main.add_command(_command)
 
 
+# Commands of their own modules, registered on ``main`` when they are imported.
+from . import cli_flow  # noqa: E402, F401
+
 if __name__ == "__main__":
     main()

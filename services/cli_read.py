@@ -26,8 +26,10 @@ def status(job_id: str, as_json: bool, policy_path: str | None) -> None:
     if policy_path:
         os.environ["TASKROUTER_POLICY"] = policy_path
 
+    flow: dict[str, Any] = {}
     try:
-        job = get_job(job_id).to_dict()
+        found = get_job(job_id)
+        job, flow = found.to_dict(), found.flow_dict()
     except JobNotFound:
         job = _workflow_or_not_found(job_id)  # [workflows] a workflow id shows the workflow
     if as_json:
@@ -42,6 +44,11 @@ def status(job_id: str, as_json: bool, policy_path: str | None) -> None:
         if isinstance(value, dict | list):
             value = json.dumps(value)
         click.echo(f"{key:12} {'' if value is None else value}")
+    # What the task reported of itself (taskrouter.flow); not in the contract's JSON.
+    if progress := flow.get("progress"):
+        click.echo(f"{'progress':12} {progress['fraction']:.0%} {progress['message']}".rstrip())
+    if names := flow.get("checkpoints"):
+        click.echo(f"{'checkpoints':12} {', '.join(names)}")
 
 
 def _workflow_or_not_found(some_id: str) -> dict[str, Any]:

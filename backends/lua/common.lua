@@ -55,42 +55,183 @@ local function expire_finished(id, key, now)
   redis.call('ZADD', K.expiry, now + keep, head .. (f[5] or '') .. tail)
 end
 
--- Global limits of a profile (published by every worker from its policy).
+-- Limits of a profile (published by every worker from its policy): global, then per
+-- limit key, whether its jobs wait in per-key queues (it has a per_key section), its
+-- pause, its budget (limit, window, per key, price), whether any of its calls declared a
+-- cost ('weighted', set by the first such claim), and whether its keys can be paused.
 local function limits(profile)
-  local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms')
-  return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or '')
+  local l = redis.call('HMGET', K.limits(profile), 'concurrency', 'rate_count', 'rate_per_ms',
+    'key_concurrency', 'key_rate_count', 'key_rate_per_ms', 'keyed', 'paused', 'budget',
+    'budget_per_ms', 'key_budget', 'budget_price', 'weighted', 'key_pauses')
+  return tonumber(l[1] or ''), tonumber(l[2] or ''), tonumber(l[3] or ''),
+    tonumber(l[4] or ''), tonumber(l[5] or ''), tonumber(l[6] or ''), l[7] == '1', l[8],
+    tonumber(l[9] or ''), tonumber(l[10] or ''), tonumber(l[11] or ''),
+    tonumber(l[12] or ''), l[13] == '1', l[14] == '1'
 end
 
--- How many more jobs of a profile may start now (nil: no limit), and when the next
--- start is allowed if none may. Expired slots (their worker died) are given back here.
--- cap, rcount, rper: the profile's limits when the caller has read them already.
-local function headroom(profile, now, cap, rcount, rper)
-  if cap == nil and rcount == nil then cap, rcount, rper = limits(profile) end
+-- The number of the budget window of length per (ms) that holds now, as text.
+local function window_of(now, per)
+  return string.format('%d', math.floor(now / per))
+end
+
+-- A job (record `key`) spent `amount`: its record's 'spend', and, when its profile has a
+-- budget (windows of per ms), the profile's spend in this window and its key's.
+local function charge(key, profile, lkey, amount, now, per, key_budget)
+  redis.call('HINCRBYFLOAT', key, 'spend', amount)
+  if not per then return end
+  local window = window_of(now, per)
+  local spent = K.spend(profile, window)
+  redis.call('INCRBYFLOAT', spent, amount)
+  redis.call('PEXPIRE', spent, per * 2)
+  if key_budget and lkey and lkey ~= '' then
+    local kspent = K.key_spend(profile, lkey, window)
+    redis.call('INCRBYFLOAT', kspent, amount)
+    redis.call('PEXPIRE', kspent, per * 2)
+  end
+end
+
+-- When the budget window ends (ms) if `profile`, or its key `lkey`, has spent its
+-- ceiling in it (budget, key_budget per window of per ms); nil while there is room.
+local function over_budget(profile, lkey, now, budget, per, key_budget)
+  if not budget or not per then return nil end
+  local window = window_of(now, per)
+  local over = tonumber(redis.call('GET', K.spend(profile, window)) or '0') >= budget
+  if not over and key_budget and lkey and lkey ~= '' then
+    over = tonumber(redis.call('GET', K.key_spend(profile, lkey, window)) or '0') >= key_budget
+  end
+  if over then return (math.floor(now / per) + 1) * per end
+  return nil
+end
+
+-- The units of one start in a rate log: its entry is <id>:<attempt>:<cost> (entries of
+-- older versions, <id>:<attempt>, cost 1).
+local function cost_of(entry)
+  return tonumber(string.match(entry, '^[^:]*:[^:]*:(.+)$') or '') or 1
+end
+
+-- The units started inside the window `per` of rate log `log`: one per entry, plus what
+-- weighted starts took beyond one, whose running total `extra` keeps (so that a profile
+-- whose calls declare no cost pays one GET more than a plain count). The entries that
+-- left the window are dropped and give their extra units back.
+local function rate_used(log, extra, now, per)
+  if extra == nil then  -- no call of the profile ever declared a cost: one unit each
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - per)
+    return redis.call('ZCARD', log)
+  end
+  local more = tonumber(redis.call('GET', extra) or '0')
+  if more > 0 then
+    local freed = 0
+    for _, e in ipairs(redis.call('ZRANGE', log, '-inf', now - per, 'BYSCORE')) do
+      freed = freed + cost_of(e) - 1
+    end
+    if freed > 0 then more = redis.call('DECRBY', extra, freed) end
+  end
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - per)
+  return redis.call('ZCARD', log) + more
+end
+
+-- A start of `cost` units enters rate log `log` (and `extra`, past its first unit).
+-- `expiring`: the log too expires a window after the last start, so that idle keys (tenants)
+-- leave nothing behind.
+local function rate_add(log, extra, now, per, entry, cost, expiring)
+  redis.call('ZADD', log, now, entry)
+  if cost > 1 then  -- it outlives every entry it counts: they leave a window after
+    redis.call('INCRBY', extra, cost - 1)
+    redis.call('PEXPIRE', extra, per + 1000)
+  end
+  if expiring then redis.call('PEXPIRE', log, per + 1000) end
+end
+
+-- How many more starts (of `cost` units each) a concurrency set and a rate log allow now
+-- (nil: no limit), and when the next one may start if none may. Expired slots (their
+-- worker died) are given back here. A call costing more than the whole rate starts
+-- alone in an empty window.
+local function room_in(slots, log, used, now, cap, count, per, cost)
   local room, wait = nil, nil
   if cap then
-    local slots = K.slots(profile)
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
     room = cap - redis.call('ZCARD', slots)
     if room <= 0 then wait = now + 250 end
   end
-  if rcount then
-    local rate = K.rate(profile)
-    redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - rper)
-    local left = rcount - redis.call('ZCARD', rate)
+  if count then
+    cost = cost or 1
+    local spent = rate_used(log, used, now, per)
+    local left = 0
+    if spent == 0 or spent + cost <= count then
+      left = math.max(1, math.floor((count - spent) / cost))
+    end
     if room == nil or left < room then room = left end
     if left <= 0 then
-      local oldest = redis.call('ZRANGE', rate, 0, 0, 'WITHSCORES')
-      local free_at = tonumber(oldest[2]) + rper
+      -- When enough of the oldest starts leave the window (the first 100 at most).
+      local need, freed, free_at = spent + cost - count, 0, now + 250
+      local oldest = redis.call('ZRANGE', log, 0, 99, 'WITHSCORES')
+      for i = 1, #oldest, 2 do
+        freed = freed + cost_of(oldest[i])
+        free_at = tonumber(oldest[i + 1]) + per
+        if freed >= need then break end
+      end
       if wait == nil or free_at > wait then wait = free_at end
     end
   end
   return room, wait
 end
 
--- The job gives back its concurrency slot, if its profile has a limit and it holds one.
+-- How many more jobs of a profile may start now under its global limits (nil: no
+-- limit), and when the next start is allowed if none may. cap, rcount, rper: the
+-- profile's limits when the caller has read them already; cost: the job's units.
+local function headroom(profile, now, cap, rcount, rper, cost, weighted)
+  if cap == nil and rcount == nil then
+    local l = {limits(profile)}
+    cap, rcount, rper, weighted = l[1], l[2], l[3], l[13]
+  end
+  return room_in(K.slots(profile), K.rate(profile), weighted and K.rate_used(profile) or nil,
+    now, cap, rcount, rper, cost)
+end
+
+-- The same for one limit key of a profile, under its per-key limits.
+local function key_headroom(profile, lkey, now, kcap, kcount, kper, cost, weighted)
+  return room_in(K.key_slots(profile, lkey), K.key_rate(profile, lkey),
+    weighted and K.key_rate_used(profile, lkey) or nil, now, kcap, kcount, kper, cost)
+end
+
+-- Until when (ms) a job of `profile` with limit key `lkey` must wait because its profile
+-- or its key is paused (a RetryAfter, or `taskrouter pause`), or nil. A manual pause has
+-- no end: its jobs look again every PAUSE_POLL ms, so a resume is seen within that.
+-- `held`: the profile's 'paused' field when the caller has read it with its limits.
+local PAUSE_POLL = 2000
+local function paused_until(profile, lkey, now, held)
+  if held == nil then held = redis.call('HGET', K.limits(profile), 'paused') end
+  local until_ = (held == 'manual') and (now + PAUSE_POLL) or tonumber(held or '')
+  if lkey and lkey ~= '' then
+    local q = tonumber(redis.call('GET', K.paused_key(profile, lkey)) or '')
+    if q and (until_ == nil or q > until_) then until_ = q end
+  end
+  if until_ and until_ > now then return until_ end
+  return nil
+end
+
+-- Jobs of `profile` (or of its key `lkey`, when scope is 'key') wait until `until_`
+-- (ms): a pause only grows, so two RetryAfters keep the later end.
+local function pause(profile, lkey, scope, until_, now)
+  if scope == 'profile' then
+    local was = redis.call('HGET', K.limits(profile), 'paused')
+    if was == 'manual' or tonumber(was or '0') >= until_ then return end
+    redis.call('HSET', K.limits(profile), 'paused', until_)
+    return
+  end
+  local key = K.paused_key(profile, lkey or '')
+  local was = tonumber(redis.call('GET', key) or '0')
+  if was >= until_ then return end
+  redis.call('SET', key, until_, 'PX', math.max(1, until_ - now))
+end
+
+-- The job gives back its concurrency slots (global and per key), if it holds them.
 local function release_slot(id, key)
-  local profile = redis.call('HGET', key, 'profile')
-  if profile then redis.call('ZREM', K.slots(profile), id) end
+  local f = redis.call('HMGET', key, 'profile', 'limit_key')
+  if f[1] then
+    redis.call('ZREM', K.slots(f[1]), id)
+    redis.call('ZREM', K.key_slots(f[1], f[2] or ''), id)
+  end
 end
 
 -- One more attempt (an entry JSON) in the record's history.

@@ -1,7 +1,12 @@
 -- The attempt holding token ARGV[3] ended.
--- ARGV: prefix, id, token, now_ms, outcome ('succeeded'|'failed'|'retry'), value
---       (result JSON or error JSON), due_ms (for 'retry'), history entry JSON,
+-- ARGV: prefix, id, token, now_ms, outcome ('succeeded'|'failed'|'retry'|'later'), value
+--       (result JSON or error JSON), due_ms (for 'retry' and 'later'), history entry
+--       JSON, pause ('none'|'key'|'profile', for 'later'), max_waits (for 'later'),
 --       sketch size, sketch ttl_ms (the run time sketches of adaptive routing; 0: none)
+-- 'later' (the task raised RetryAfter): the job waits 'scheduled' until due_ms without
+-- using an attempt, and pauses its key or profile until then when asked; after
+-- max_waits of them it fails with the RetryAfter as its error. Its attempt is no run
+-- of the task's to learn a run time from: the sketches leave it out.
 -- Returns {'ok', new_state} or {'lost', state} when the attempt no longer owns the job
 -- (canceled, or reaped by the janitor): its outcome is then dropped.
 
@@ -31,13 +36,35 @@ if r[1] ~= 'running' or r[2] ~= ARGV[3] then return {'lost', r[1] or 'missing'} 
 -- end written (README, "Redis memory"; tests/integration/test_redis_full.py).
 redis.call('ZREM', K.running, id)
 push_history(key, ARGV[8])
-observe_runtime(key, now, tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '0'))
+if outcome ~= 'later' then
+  observe_runtime(key, now, tonumber(ARGV[11] or '0'), tonumber(ARGV[12] or '0'))
+end
 if outcome == 'succeeded' then
   end_job(id, key, 'running', 'succeeded', now, 'result', ARGV[6])
   return {'ok', 'succeeded'}
 elseif outcome == 'failed' then
   end_job(id, key, 'running', 'failed', now, 'error', ARGV[6])
   return {'ok', 'failed'}
+end
+if outcome == 'later' then
+  if redis.call('HINCRBY', key, 'waits', 1) > tonumber(ARGV[10]) then
+    end_job(id, key, 'running', 'failed', now, 'error', ARGV[6])
+    return {'ok', 'failed'}
+  end
+  local due = tonumber(ARGV[7])
+  redis.call('HINCRBY', key, 'attempts', -1)
+  redis.call('HSET', key, 'due_at', due, 'waiting', 'retry_after')
+  redis.call('HDEL', key, 'token', 'lease_until')
+  release_slot(id, key)
+  redis.call('HINCRBY', key, 'dispatch', 1)
+  redis.call('ZADD', K.schedule, due, id)
+  move_state(id, key, 'running', 'scheduled')
+  if ARGV[9] == 'key' or ARGV[9] == 'profile' then
+    local f = redis.call('HMGET', key, 'profile', 'limit_key')
+    pause(f[1], f[2], ARGV[9], due, now)
+  end
+  count('waited', key)
+  return {'ok', 'scheduled'}
 end
 schedule_retry(id, key, 'running', ARGV[6], ARGV[7])
 return {'ok', 'retrying'}

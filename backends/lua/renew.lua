@@ -8,8 +8,9 @@ for i = 4, #ARGV, 2 do
   if redis.call('HGET', key, 'token') == token then
     redis.call('HSET', key, 'lease_until', lease)
     redis.call('ZADD', K.running, lease, id)
-    local profile = redis.call('HGET', key, 'profile')
-    redis.call('ZADD', K.slots(profile), 'XX', lease, id)
+    local f = redis.call('HMGET', key, 'profile', 'limit_key')
+    redis.call('ZADD', K.slots(f[1]), 'XX', lease, id)
+    redis.call('ZADD', K.key_slots(f[1], f[2] or ''), 'XX', lease, id)
   else
     table.insert(lost, id)
   end

@@ -31,9 +31,10 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 DESCRIPTIONS = {
-    404: "unknown task or job",
+    404: "unknown task, job or profile",
     409: "the job's state does not allow this, or its record is damaged",
     413: "request body too large",
     422: "invalid request: each problem with its location",
+    429: "the profile spent its budget for this window (Retry-After: when the next opens)",
     503: "Redis, the Celery broker or an engine is unreachable (detail names which)",
 }

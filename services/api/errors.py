@@ -9,6 +9,7 @@ routes are written so that it never fires (the schemathesis run checks that).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException
 from taskrouter import codec
 from taskrouter.errors import (
     BackendUnavailable,
+    BudgetExceeded,
     DamagedRecord,
     InvalidQuery,
     JobNotFound,
@@ -39,6 +41,7 @@ STATUS: dict[type[TaskrouterError], int] = {
     DamagedRecord: 409,
     PayloadError: 422,
     InvalidQuery: 422,
+    BudgetExceeded: 429,
     BackendUnavailable: 503,
 }
 RETRY_AFTER = "5"  # seconds; a hint to clients of an unreachable engine
@@ -63,6 +66,8 @@ async def on_taskrouter_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidQuery):
         return error(422, [{"loc": ["query", exc.name], "msg": str(exc), "type": "value_error"}])
     headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
+    if isinstance(exc, BudgetExceeded):  # when the next budget window opens
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_in)))}
     return error(status, str(exc), headers)
 
 

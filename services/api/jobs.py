@@ -10,7 +10,7 @@ since the runtime's Redis and broker clients block. Routes return the JSON thems
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -27,6 +27,7 @@ from .schemas import Engine, JobOut, JobPage, State, SubmitJob
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(description="the job id")]
+Include = Literal["flow"]
 
 
 def _job(job: Job, status: int = 200) -> JSONResponse:
@@ -38,7 +39,7 @@ def _job(job: Job, status: int = 200) -> JSONResponse:
     "",
     status_code=202,
     response_model=JobOut,
-    responses=responses(404, 413, 422, 503),
+    responses=responses(404, 413, 422, 429, 503),
     summary="Submit a job of a registered task",
 )
 async def submit(body: SubmitJob, request: Request) -> JSONResponse:
@@ -47,6 +48,8 @@ async def submit(body: SubmitJob, request: Request) -> JSONResponse:
     options = CallOptions(idempotency_key=body.idempotency_key)
     runtime = runtime_of(request)
     planned = runtime.plan(task, tuple(body.args), body.kwargs, options)
+    if runtime.refuses_over_budget(planned):
+        await run_in_threadpool(runtime.check_budget, planned)  # 429 once it is spent
     message = runtime.fast_message(planned)
     pushed = "unsent"
     if message is not None:  # the common Celery case: one round trip, on the loop
@@ -81,13 +84,26 @@ def list_(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=responses(404, 409, 503), summary="A job")
-async def get(job_id: JobId, request: Request) -> JSONResponse:
+async def get(
+    job_id: JobId,
+    request: Request,
+    include: Annotated[
+        Include | None,
+        Query(
+            description="flow: add a `flow` member with the task's progress and checkpoints "
+            "(the contract's fields stay as they are)"
+        ),
+    ] = None,
+) -> JSONResponse:
     """The job's record as it is now: one Redis read, whichever engine runs it. 409 when
     the record is damaged (a field missing or garbled), naming what is wrong."""
     record = await records_of(request).read(job_id)
     if record is None:
         raise JobNotFound(job_id)
-    return _job(Job.from_record(record, job_id=job_id))
+    job = Job.from_record(record, job_id=job_id)
+    if include == "flow":
+        return JSONResponse({**job.to_dict(), "flow": job.flow_dict()})
+    return _job(job)
 
 
 @router.post(

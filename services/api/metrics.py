@@ -5,7 +5,7 @@ any number of API replicas report the same values and a restart loses nothing.
 
 - ``taskrouter_jobs{profile,backend,queue,state}``: jobs by state now, per profile
   (the state indexes intersected with the profile indexes).
-- ``taskrouter_jobs_{submitted,succeeded,failed,retried,canceled}_total{profile,backend,
+- ``taskrouter_jobs_{submitted,succeeded,failed,retried,waited,canceled}_total{profile,backend,
   queue,task}``: lifetime counters (``Keys.counters``).
 - ``taskrouter_job_queue_wait_seconds`` and ``taskrouter_job_run_seconds``: gauge
   histograms over the newest ``RECENT`` succeeded and ``RECENT`` failed jobs, computed
@@ -18,6 +18,8 @@ any number of API replicas report the same values and a restart loses nothing.
 - ``taskrouter_workers{backend,lane}``: live workers (heartbeats), counted as ``celery
   inspect`` counts Celery workers (one per node) and ``rq info`` counts RQ workers (one
   per process); ``taskrouter_worker_processes{backend,lane}``: their job processes.
+- ``taskrouter_profile_paused{profile}``, ``taskrouter_profile_spend{profile}`` and
+  ``taskrouter_profile_budget{profile}``: flow control (pauses, budget spend).
 - ``taskrouter_up{component}``: 0 when the Celery broker could not be read (the scrape
   still shows the Redis figures). With Redis down the scrape answers 503.
 """
@@ -53,7 +55,7 @@ log = logging.getLogger("taskrouter.api")
 router = APIRouter(tags=["metrics"])
 
 RECENT = RECENT_FINISHED
-EVENTS = ("submitted", "succeeded", "failed", "retried", "canceled")
+EVENTS = ("submitted", "succeeded", "failed", "retried", "waited", "canceled")
 LABELS = ["profile", "backend", "queue", "task"]
 SWITCHED = "switched_to_"  # the counters' event of route_switch.lua, then the lane
 # Seconds. Queue waits of short jobs are milliseconds; long jobs wait and run for hours.
@@ -88,6 +90,34 @@ class RedisCollector(Collector):
             RUN_BUCKETS,
         )
         yield from self._engines()
+        yield from self._flow()
+
+    def _flow(self) -> Iterator[Metric]:
+        # Flow control (issue 13): pauses and budget spend per profile, one round trip
+        # for the pauses and one read per profile with a budget.
+        store, profiles = self.runtime.store, self.runtime.derived.profiles
+        paused = GaugeMetricFamily(
+            "taskrouter_profile_paused",
+            "1 while a profile is paused (by hand, or after a RetryAfter with pause: profile)",
+            labels=["profile"],
+        )
+        spend = GaugeMetricFamily(
+            "taskrouter_profile_spend",
+            "What a profile's jobs charged in its current budget window",
+            labels=["profile"],
+        )
+        limit = GaugeMetricFamily(
+            "taskrouter_profile_budget", "A profile's budget per window", labels=["profile"]
+        )
+        for name, until in store.paused(list(profiles)).items():
+            paused.add_metric([name], 0 if until is None else 1)
+        for name, ps in profiles.items():
+            if ps.budget is not None:
+                spend.add_metric([name], store.spent(name, ps.budget))
+                limit.add_metric([name], ps.budget.limit)
+        yield paused
+        yield spend
+        yield limit
 
     def _by_state(self, fig: Figures) -> Metric:
         family = GaugeMetricFamily(

@@ -186,6 +186,40 @@ class ProfileOut(BaseModel):
     concurrency: int | None
     rate_limit: str | None
     observed: ObservedOut | None = None
+    per_key: PerKeyOut | None = Field(description="limits per limit key (a tenant, a model)")
+    retry_after: RetryAfterOut
+    budget: BudgetOut | None
+    paused: str | None = Field(
+        description='"manual" (taskrouter pause), when a RetryAfter pause ends, or null'
+    )
+    spend: float | None = Field(description="charged in the current budget window")
+
+
+class PerKeyOut(BaseModel):
+    key: str | None = Field(description="the task argument whose value is the key")
+    concurrency: int | None
+    rate_limit: str | None
+
+
+class RetryAfterOut(BaseModel):
+    pause: Literal["none", "key", "profile"]
+    http_429: bool
+    default: float = Field(description="seconds, for a 429 without a Retry-After header")
+    max: int
+
+
+class BudgetOut(BaseModel):
+    limit: float
+    per: float = Field(description="seconds: the length of a budget window")
+    per_key: float | None
+    when_reached: Literal["pause", "refuse"]
+    price: float | None = Field(description="charged at each start per unit of its cost")
+
+
+class PauseOut(BaseModel):
+    profile: str
+    paused: Literal["manual"] | None
+    was_paused: bool | None = Field(description="resume: whether the profile was paused")
 
 
 class ProfilesOut(BaseModel):

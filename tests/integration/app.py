@@ -257,3 +257,6 @@ def flaky_rq(counter: str, failures: int) -> int:
     if runs <= failures:
         raise ValueError(f"flaky run {runs}")
     return runs
+
+
+from tests.integration import flow_app  # noqa: E402, F401 - the flow-control tests' tasks

@@ -21,7 +21,7 @@ POLICY = Path(__file__).with_name("policy.yaml")
 APP = "tests.integration.app"
 pytestmark = pytest.mark.integration
 # Queues served only by workers that their own tests start.
-OWN_WORKER_QUEUES = ("fault-", "limits-", "parked")
+OWN_WORKER_QUEUES = ("fault-", "limits-", "flow-", "parked")
 
 
 def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:

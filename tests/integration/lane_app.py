@@ -4,12 +4,13 @@ a slow HTTP server (tests/integration/slow_http.py), awaited or blocking."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
 import httpx
 
-from taskrouter import task
+from taskrouter import RetryAfter, current_job, task
 
 _async_client: httpx.AsyncClient | None = None
 _sync_client = httpx.Client(limits=httpx.Limits(max_connections=None), timeout=120)
@@ -73,3 +74,20 @@ async def block(seconds: float) -> str:
 async def step(value: Any, add: int) -> Any:
     await asyncio.sleep(0.01)
     return value + add
+
+
+@task(profile="keyed", name="lane.keyed")
+async def keyed(tenant: str, spans: str, wait_first: bool) -> None:
+    """Holds one of its tenant's slots 0.3 s; with ``wait_first``, its first run raises
+    RetryAfter (after a checkpoint that the next run reads back)."""
+    import redis.asyncio
+
+    job = current_job()
+    if wait_first and "waited" not in job.checkpoints:
+        job.checkpoint("waited", True)
+        raise RetryAfter(0.5, "the provider is busy")
+    start = time.time()
+    await asyncio.sleep(0.3)
+    client = redis.asyncio.Redis.from_url(os.environ["TASKROUTER_REDIS_URL"])
+    await client.rpush(spans, f"{tenant}:{start:.6f}:{time.time():.6f}")
+    await client.aclose()

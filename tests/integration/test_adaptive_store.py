@@ -85,7 +85,7 @@ def test_the_sketch_keeps_its_size(store: JobStore, clock: Clock, r: redis.Redis
         tok = token()
         store.claim(job_id, 1, "w1", tok, 60_000)
         clock.advance(1)
-        store.run("finish", job_id, tok, clock(), "succeeded", "1", 0, "{}", 3, 60_000)
+        store.run("finish", job_id, tok, clock(), "succeeded", "1", 0, "{}", "none", 0, 3, 60_000)
     assert r.llen(store.keys.runtimes("p")) == 3
     assert RUNTIME_SKETCH_SIZE >= 100
 

@@ -123,6 +123,8 @@ OPERATIONS = [
     ("POST", "/workflows/{workflow_id}/cancel"),
     ("GET", "/profiles"),
     ("GET", "/schedules"),
+    ("POST", "/profiles/{profile}/pause"),
+    ("POST", "/profiles/{profile}/resume"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -35,6 +35,13 @@ profiles:
   rated: {expected_latency: 1s, kind: io, queue: lane-capped, timeout: 20s, rate_limit: 3/2s}
   timed: {expected_latency: 1s, kind: io, queue: lane-calls, timeout: 1s}
   flaky: {expected_latency: 1s, kind: io, queue: lane-calls, retries: {max: 2, backoff: [200ms]}}
+  keyed:
+    expected_latency: 1s
+    kind: io
+    queue: lane-capped
+    concurrency: 3
+    per_key: {key: tenant, concurrency: 1}
+    retry_after: {pause: key}
 """
 
 
@@ -258,3 +265,33 @@ def test_a_per_step_chain_runs_in_the_lane(lane):
     run = chain(app.step.s(1, 2), app.step.s(10), app.step.s(100)).enqueue()
     assert run.wait(30) == 113
     assert {j.backend for j in run.jobs} == {"celery"}
+
+
+def test_keyed_limits_retry_after_and_checkpoints_in_the_lane(lane):
+    spans = f"{lane.prefix}:t:spans:{token()}"
+    first = app.keyed.enqueue("t1", spans, True)  # RetryAfter 0.5 s once, pausing t1
+    jobs = [first] + [app.keyed.enqueue(t, spans, False) for t in ("t1", "t2", "t3") * 3]
+    assert all(job.wait(60) is None for job in jobs)
+    by_tenant: dict[str, list[tuple[float, float]]] = {}
+    for item in lane.runtime.store.client.lrange(spans, 0, -1):
+        tenant, start, end = item.split(":")
+        by_tenant.setdefault(tenant, []).append((float(start), float(end)))
+    assert sorted(len(v) for v in by_tenant.values()) == [3, 3, 4]
+
+    def overlap(spans: list[tuple[float, float]]) -> int:
+        events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+        running = peak = 0
+        for _, step in events:
+            running += step
+            peak = max(peak, running)
+        return peak
+
+    assert all(overlap(v) == 1 for v in by_tenant.values())  # per_key concurrency 1
+    assert 2 <= overlap([s for v in by_tenant.values() for s in v]) <= 3  # global cap 3
+    # The async task's RetryAfter used no attempt, and its checkpoint came back.
+    assert first.attempts == 1 and first.checkpoints == {"waited": True}
+    assert first.history[0]["error"]["type"] == "RetryAfter"
+    # pause: key held tenant t1 for the 0.5 s, not t2 and t3.
+    paused_until = first.history[0]["finished_at"] / 1000 + 0.5
+    assert min(s for s, _ in by_tenant["t1"]) >= paused_until - 0.01
+    assert min(s for s, _ in by_tenant["t2"]) < paused_until

@@ -106,6 +106,12 @@ class FakeStore:
     def ping(self) -> None:
         pass
 
+    def paused(self, profiles: list[str]) -> dict[str, str | None]:
+        return dict.fromkeys(profiles)
+
+    def spent(self, profile: str, budget: Any, limit_key: str | None = None) -> float:
+        return 0.0
+
 
 class FakeBackend:
     def __init__(self, depths: dict[str, int] | Exception) -> None:
@@ -146,6 +152,9 @@ class FakeRuntime:
 
     def backend(self, name: str) -> FakeBackend:
         return self.backends[name]
+
+    def refuses_over_budget(self, planned: Any) -> bool:
+        return False
 
     def fast_message(self, planned: Any) -> None:
         return None  # no learned message: POST /jobs submits through the thread pool
