@@ -21,7 +21,7 @@ from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from taskrouter.errors import JobLost, PayloadError
-from taskrouter.flow import MAX_CHECKPOINTS_CHARS, checkpoints_of
+from taskrouter.flow import MAX_CHECKPOINTS_CHARS, checkpoints_of, progress_of
 from taskrouter.keys import Keys
 from taskrouter.policy import Budget
 from taskrouter.record import INDEXED
@@ -321,6 +321,26 @@ class JobStore:
             p: v if v == "manual" or (v and v.isdigit() and int(v) > now) else None
             for p, v in zip(profiles, found, strict=True)
         }
+
+    def running_progress(self, limit: int) -> list[tuple[str, float | None]]:
+        """(profile, reported progress fraction or None) of up to ``limit`` running jobs,
+        in two round trips: what ``/metrics`` shows of progress without a label per job."""
+        with engine_errors():
+            ids = self.client.zrange(self.keys.running, 0, limit - 1)
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hmget(self.keys.job(job_id), "profile", "progress")
+            rows = pipe.execute() if ids else []
+        out: list[tuple[str, float | None]] = []
+        for profile, text in rows:
+            if not profile:
+                continue  # the record ended (and expired) between the two reads
+            try:
+                found = progress_of(text)
+            except ValueError:
+                found = None
+            out.append((profile, None if found is None else float(found["fraction"])))
+        return out
 
     def read_checkpoints(self, job_id: str) -> dict[str, str]:
         """{name: codec JSON} of every checkpoint of the job so far."""

@@ -60,6 +60,8 @@ LABELS = ["profile", "backend", "queue", "task"]
 SWITCHED = "switched_to_"  # the counters' event of route_switch.lua, then the lane
 # Seconds. Queue waits of short jobs are milliseconds; long jobs wait and run for hours.
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+PROGRESS_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+RUNNING_READ = 2000  # running records read per scrape for the progress histogram
 RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 
 
@@ -109,6 +111,7 @@ class RedisCollector(Collector):
         limit = GaugeMetricFamily(
             "taskrouter_profile_budget", "A profile's budget per window", labels=["profile"]
         )
+        yield _progress(store.running_progress(RUNNING_READ))
         for name, until in store.paused(list(profiles)).items():
             paused.add_metric([name], 0 if until is None else 1)
         for name, ps in profiles.items():
@@ -210,6 +213,29 @@ class RedisCollector(Collector):
             processes.add_metric([engine, lane], procs)
         yield workers
         yield processes
+
+
+def _progress(running: Iterable[tuple[str, float | None]]) -> Metric:
+    """Running jobs per profile by the progress their tasks reported (a gauge histogram:
+    a label per job would make a series per job)."""
+    family = GaugeHistogramMetricFamily(
+        "taskrouter_running_progress",
+        f"Running jobs (at most {RUNNING_READ}) by the progress fraction their task "
+        "reported last; those that reported none are counted in taskrouter_jobs only",
+        labels=["profile"],
+    )
+    per: dict[str, list[float]] = defaultdict(list)
+    for profile, fraction in running:
+        if fraction is not None:
+            per[profile].append(fraction)
+    for profile, fractions in sorted(per.items()):
+        buckets = [
+            (_le(bound), float(sum(1 for f in fractions if f <= bound)))
+            for bound in PROGRESS_BUCKETS
+        ]
+        buckets.append(("+Inf", float(len(fractions))))
+        family.add_metric([profile], buckets, gsum_value=sum(fractions))
+    return family
 
 
 def _values(labels: Labels) -> list[str]:

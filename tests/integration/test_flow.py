@@ -51,6 +51,12 @@ def test_progress_and_checkpoints_show_in_the_api_while_the_job_runs(stack, http
     assert body["flow"]["checkpoints"] == {"page": 5}
     # The contract's job JSON is unchanged without ?include=flow.
     assert "flow" not in http.get(f"/jobs/{job.id}").json()
+    # /metrics: running jobs per profile by the progress they reported (no label per job).
+    metrics = http.get("/metrics").text
+    profile = body["profile"]
+    assert f'taskrouter_running_progress_bucket{{le="0.25",profile="{profile}"}} 0.0' in metrics
+    assert f'taskrouter_running_progress_bucket{{le="0.5",profile="{profile}"}} 1.0' in metrics
+    assert f'taskrouter_running_progress_gcount{{profile="{profile}"}} 1.0' in metrics
     release.touch()
     assert job.wait(30) == "ok"
     assert job.progress["fraction"] == 0.5 and job.checkpoints == {"page": 5}
