@@ -112,6 +112,10 @@ class FakeStore:
     def spent(self, profile: str, budget: Any, limit_key: str | None = None) -> float:
         return 0.0
 
+    def running_progress(self, limit: int) -> list[tuple[str, float | None]]:
+        # Three running jobs of "quick" (one reported nothing) and one of "long".
+        return [("quick", 0.2), ("quick", 0.8), ("quick", None), ("long", 1.0)]
+
 
 class FakeBackend:
     def __init__(self, depths: dict[str, int] | Exception) -> None:
@@ -518,6 +522,20 @@ def test_metrics_are_prometheus_text_from_one_collector(
     assert samples[("taskrouter_queue_depth", (("backend", "rq"), ("queue", "long")))] == 1
     assert samples[("taskrouter_up", (("component", "celery broker"),))] == 0
     assert samples[("taskrouter_workers", (("backend", "rq"), ("lane", "fork")))] == 1
+    progress = families["taskrouter_running_progress"]
+    quick = {
+        s.labels["le"]: s.value
+        for s in progress.samples
+        if s.name.endswith("_bucket") and s.labels["profile"] == "quick"
+    }
+    assert (quick["0.1"], quick["0.25"], quick["0.75"], quick["0.9"], quick["+Inf"]) == (
+        0,
+        1,
+        1,
+        2,
+        2,
+    )
+    assert samples[("taskrouter_running_progress_gcount", (("profile", "long"),))] == 1
 
 
 # -- the command's options ---------------------------------------------------------------------
