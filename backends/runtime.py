@@ -9,6 +9,11 @@ An adapter, and its engine's library, is loaded on first use: a client that send
 Celery jobs never imports RQ, an RQ worker never imports Celery, and a process built
 with ``engines=()`` (the janitor) imports neither. A job due for an engine this process
 may not load is left due for that engine's own workers, which send it.
+
+Long (about 460 lines) because it is the one door: every path of a job between a
+caller and an engine (plan and submit, budget refusal, sends and redispatches, cancel,
+retry, limits, workflows) passes here, each as a short method that hands the work to
+the store or an adapter.
 """
 
 from __future__ import annotations

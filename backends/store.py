@@ -1,6 +1,7 @@
 """Job records in Redis: creation, the state transitions, and reads.
 
-This is the only Python code that reads or writes a job record (workflow records are
+This module (with ``flow_store.py``, the part a running attempt writes of itself) is the
+only Python code that reads or writes a job record (workflow records are
 ``workflow_store.py``'s, on the same client and scripts). Every transition is one Lua
 script, so that two workers, a janitor and a cancel racing on the same job see one order
 of events: a job is claimed once per dispatch, finished once per claim, and a late
@@ -20,8 +21,6 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from taskrouter.errors import JobLost, PayloadError
-from taskrouter.flow import MAX_CHECKPOINTS_CHARS, checkpoints_of, progress_of
 from taskrouter.keys import Keys
 from taskrouter.policy import Budget
 from taskrouter.record import INDEXED
@@ -35,6 +34,7 @@ from taskrouter.states import CancelStatus, ClaimStatus, FinishStatus, Outcome
 
 from .connection import PerProcess
 from .errors import engine_errors
+from .flow_store import FlowRecords
 from .scripts import SCRIPTS
 
 
@@ -75,7 +75,7 @@ class Claim:
 Released = tuple[str, str, str, str, str]  # id, backend, queue, dispatch, profile
 
 
-class JobStore:
+class JobStore(FlowRecords):
     """Job records of one key prefix on one Redis.
 
     The client is rebuilt in a forked child (RQ's work-horse, Celery's pool children):
@@ -260,103 +260,6 @@ class JobStore:
             *(RUNTIME_SKETCH_SIZE, RUNTIME_SKETCH_TTL * 1000),
         )
         return cast(FinishStatus, r[0]), r[1]
-
-    # -- what a running attempt writes (taskrouter.flow) -------------------------------
-
-    def write_progress(self, job_id: str, token: str, fraction: float, message: str) -> None:
-        """The attempt holding ``token`` got ``fraction`` of the way; JobLost if it no
-        longer owns the job."""
-        r = self.run("flow_write", job_id, token, self.clock(), "progress", message, fraction, 0)
-        self._written(job_id, r)
-
-    def write_checkpoint(self, job_id: str, token: str, name: str, value: str) -> None:
-        """Checkpoint ``name`` = ``value`` (codec JSON) of the attempt holding ``token``."""
-        r = self.run(
-            "flow_write",
-            job_id,
-            token,
-            self.clock(),
-            "checkpoint",
-            name,
-            value,
-            MAX_CHECKPOINTS_CHARS,
-        )
-        self._written(job_id, r)
-
-    def write_charge(self, job_id: str, token: str, amount: float) -> None:
-        """The attempt holding ``token`` spent ``amount`` (its profile's budget unit)."""
-        r = self.run("flow_write", job_id, token, self.clock(), "charge", "", repr(amount), 0)
-        self._written(job_id, r)
-
-    def spent(self, profile: str, budget: Budget, limit_key: str | None = None) -> float:
-        """What ``profile`` (or one of its limit keys) charged in the current window."""
-        window = str(self.clock() // int(budget.per * 1000))
-        key = (
-            self.keys.spend(profile, window)
-            if limit_key is None
-            else self.keys.key_spend(profile, limit_key, window)
-        )
-        with engine_errors():
-            return float(self.client.get(key) or 0)
-
-    def pause(self, profile: str) -> None:
-        """Hold every new start of ``profile`` until ``resume`` (its jobs wait scheduled)."""
-        with engine_errors():
-            self.client.hset(self.keys.limits(profile), "paused", "manual")
-
-    def resume(self, profile: str) -> bool:
-        """End a pause of ``profile`` (by hand or after a RetryAfter); False if none."""
-        with engine_errors():
-            return bool(self.client.hdel(self.keys.limits(profile), "paused"))
-
-    def paused(self, profiles: Sequence[str]) -> dict[str, str | None]:
-        """Each profile's pause: "manual", the ms it ends (a RetryAfter), or None."""
-        now = self.clock()
-        with engine_errors():
-            pipe = self.client.pipeline(transaction=False)
-            for profile in profiles:
-                pipe.hget(self.keys.limits(profile), "paused")
-            found = pipe.execute()
-        return {
-            p: v if v == "manual" or (v and v.isdigit() and int(v) > now) else None
-            for p, v in zip(profiles, found, strict=True)
-        }
-
-    def running_progress(self, limit: int) -> list[tuple[str, float | None]]:
-        """(profile, reported progress fraction or None) of up to ``limit`` running jobs,
-        in two round trips: what ``/metrics`` shows of progress without a label per job."""
-        with engine_errors():
-            ids = self.client.zrange(self.keys.running, 0, limit - 1)
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hmget(self.keys.job(job_id), "profile", "progress")
-            rows = pipe.execute() if ids else []
-        out: list[tuple[str, float | None]] = []
-        for profile, text in rows:
-            if not profile:
-                continue  # the record ended (and expired) between the two reads
-            try:
-                found = progress_of(text)
-            except ValueError:
-                found = None
-            out.append((profile, None if found is None else float(found["fraction"])))
-        return out
-
-    def read_checkpoints(self, job_id: str) -> dict[str, str]:
-        """{name: codec JSON} of every checkpoint of the job so far."""
-        with engine_errors():
-            text = self.client.hget(self.keys.job(job_id), "checkpoints")
-        return checkpoints_of(text)
-
-    @staticmethod
-    def _written(job_id: str, reply: Sequence[Any]) -> None:
-        if reply[0] == "lost":
-            raise JobLost(job_id, reply[1])
-        if reply[0] == "full":
-            raise PayloadError(
-                f"job {job_id}: its checkpoints would take {reply[1]} characters of JSON; "
-                f"the limit is {MAX_CHECKPOINTS_CHARS}"
-            )
 
     def renew(self, leases: Mapping[str, str], lease_ms: int) -> list[str]:
         """Extend the leases of {job_id: token}; returns the ids this process no longer owns."""
