@@ -56,14 +56,23 @@ class FlowRecords:
 
     def spent(self, profile: str, budget: Budget, limit_key: str | None = None) -> float:
         """What ``profile`` (or one of its limit keys) charged in the current window."""
-        window = str(self.clock() // int(budget.per * 1000))
-        key = (
-            self.keys.spend(profile, window)
-            if limit_key is None
-            else self.keys.key_spend(profile, limit_key, window)
-        )
+        return self.spent_many([(profile, budget, limit_key)])[0]
+
+    def spent_many(self, wanted: Sequence[tuple[str, Budget, str | None]]) -> list[float]:
+        """``spent`` of each (profile, budget, limit key or None), in one round trip."""
+        if not wanted:
+            return []
+        now = self.clock()
+        keys = []
+        for profile, budget, limit_key in wanted:
+            window = str(now // int(budget.per * 1000))
+            keys.append(
+                self.keys.spend(profile, window)
+                if limit_key is None
+                else self.keys.key_spend(profile, limit_key, window)
+            )
         with engine_errors():
-            return float(self.client.get(key) or 0)
+            return [float(v or 0) for v in self.client.mget(keys)]
 
     def pause(self, profile: str) -> None:
         """Hold every new start of ``profile`` until ``resume`` (its jobs wait scheduled)."""

@@ -37,7 +37,7 @@ from taskrouter.errors import (
     TaskrouterError,
 )
 from taskrouter.job import Job
-from taskrouter.policy import ENGINES, PerKey
+from taskrouter.policy import ENGINES, Budget, PerKey
 from taskrouter.policy_file import load_policy
 from taskrouter.registry import CallOptions, Task, limit_key_of
 from taskrouter.settings import DISPATCH_GRACE, UNFINISHED_TTL, Settings
@@ -253,13 +253,14 @@ class Runtime:
         lkey = planned.fields.get("limit_key")
         per_ms = int(budget.per * 1000)
         retry_in = (per_ms - self.store.clock() % per_ms) / 1000
-        spent = self.store.spent(planned.ps.profile, budget)
-        if spent >= budget.limit:
-            raise BudgetExceeded(planned.ps.profile, spent, budget.limit, retry_in)
+        wanted: list[tuple[str, Budget, str | None]] = [(planned.ps.profile, budget, None)]
         if budget.per_key is not None and lkey:
-            spent = self.store.spent(planned.ps.profile, budget, lkey)
-            if spent >= budget.per_key:
-                raise BudgetExceeded(planned.ps.profile, spent, budget.per_key, retry_in, lkey)
+            wanted.append((planned.ps.profile, budget, lkey))
+        spent = self.store.spent_many(wanted)  # the profile's and the key's in one MGET
+        if spent[0] >= budget.limit:
+            raise BudgetExceeded(planned.ps.profile, spent[0], budget.limit, retry_in)
+        if budget.per_key is not None and lkey and spent[1] >= budget.per_key:
+            raise BudgetExceeded(planned.ps.profile, spent[1], budget.per_key, retry_in, lkey)
 
     def submit(self, planned: Planned, *, maybe_written: bool = False) -> Job:
         """Write a planned job's record and send it to its engine.

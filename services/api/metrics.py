@@ -96,7 +96,7 @@ class RedisCollector(Collector):
 
     def _flow(self) -> Iterator[Metric]:
         # Flow control (issue 13): pauses and budget spend per profile, one round trip
-        # for the pauses and one read per profile with a budget.
+        # for the pauses and one for the spends.
         store, profiles = self.runtime.store, self.runtime.derived.profiles
         paused = GaugeMetricFamily(
             "taskrouter_profile_paused",
@@ -114,10 +114,11 @@ class RedisCollector(Collector):
         yield _progress(store.running_progress(RUNNING_READ))
         for name, until in store.paused(list(profiles)).items():
             paused.add_metric([name], 0 if until is None else 1)
-        for name, ps in profiles.items():
-            if ps.budget is not None:
-                spend.add_metric([name], store.spent(name, ps.budget))
-                limit.add_metric([name], ps.budget.limit)
+        budgeted = [(name, ps.budget) for name, ps in profiles.items() if ps.budget is not None]
+        spent = store.spent_many([(name, budget, None) for name, budget in budgeted])
+        for (name, budget), amount in zip(budgeted, spent, strict=True):
+            spend.add_metric([name], amount)
+            limit.add_metric([name], budget.limit)
         yield paused
         yield spend
         yield limit

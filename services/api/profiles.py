@@ -103,12 +103,13 @@ def _live(runtime: Any) -> dict[str, dict[str, Any]]:
     """Each profile's pause and its spend in the current budget window (from Redis)."""
     profiles = runtime.derived.profiles
     paused = runtime.store.paused(list(profiles))
+    budgeted = [(name, ps.budget, None) for name, ps in profiles.items() if ps.budget is not None]
+    spends = dict(zip([b[0] for b in budgeted], runtime.store.spent_many(budgeted), strict=True))
     out: dict[str, dict[str, Any]] = {}
-    for name, ps in profiles.items():
+    for name in profiles:
         until = paused[name]
         shown = until if until in (None, "manual") else iso(until)
-        spend = None if ps.budget is None else runtime.store.spent(name, ps.budget)
-        out[name] = {"paused": shown, "spend": spend}
+        out[name] = {"paused": shown, "spend": spends.get(name)}
     return out
 
 

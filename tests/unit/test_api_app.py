@@ -109,8 +109,8 @@ class FakeStore:
     def paused(self, profiles: list[str]) -> dict[str, str | None]:
         return dict.fromkeys(profiles)
 
-    def spent(self, profile: str, budget: Any, limit_key: str | None = None) -> float:
-        return 0.0
+    def spent_many(self, wanted: list[tuple[str, Any, str | None]]) -> list[float]:
+        return [0.0 for _ in wanted]
 
     def running_progress(self, limit: int) -> list[tuple[str, float | None]]:
         # Three running jobs of "quick" (one reported nothing) and one of "long".
