@@ -79,7 +79,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from taskrouter.services.processes import cli_command, isolated_env
+from taskrouter.services.processes import cli_command, isolated_env, stop_all
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is on sys.path, not the root
@@ -225,15 +225,7 @@ class Fleet:
 
     def stop(self) -> None:
         """SIGTERM the workers (warm shutdown), then SIGKILL whatever of ours is left."""
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.started:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(self.started, 60)
         for _ in range(50):
             left = descendants(os.getpid(), process_table())
             if not left:

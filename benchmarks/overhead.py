@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskrouter.services.processes import cli_command, isolated_env
+from taskrouter.services.processes import cli_command, isolated_env, stop_all
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is on sys.path, not the root
@@ -172,15 +172,7 @@ class Bench:
             )
 
     def stop_workers(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(self.procs.values())
 
     def cleanup(self) -> int:
         deleted = 0

@@ -35,3 +35,13 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.offset_ms += int(seconds * 1000)
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most (start, end) spans open at one instant: how many jobs ran at once."""
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from taskrouter.backends.store import JobStore
-from taskrouter.services.processes import cli_command, isolated_env
+from taskrouter.services.processes import cli_command, isolated_env, stop, stop_all
 from tests.conftest import STACK_PREFIX, delete_prefix
 from tests.helpers import Clock, poll
 
@@ -96,15 +96,7 @@ class Stack:
         return path.read_text()[-3000:] if path.exists() else ""
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(self.procs.values())
 
 
 @pytest.fixture(scope="session")
@@ -151,13 +143,7 @@ def own_worker(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, 30)
         stack.procs.pop(engine + name, None)
 
 

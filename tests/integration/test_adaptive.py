@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from taskrouter.backends.heartbeats import WorkerRegistry
+from taskrouter.services.processes import stop_all
 from tests.conftest import RUN_PREFIX, delete_prefix
 from tests.integration.conftest import ROOT, cli, poll, worker_env
 from tests.integration.test_api import ApiServer
@@ -78,15 +79,7 @@ class Stack:
         return path.read_text()[-4000:] if path.exists() else ""
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(self.procs)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from collections import defaultdict
 import pytest
 
 from taskrouter.errors import JobStateConflict
+from tests.helpers import max_overlap
 from tests.integration import flow_app
 from tests.integration.conftest import Stack, own_worker, poll
 
@@ -22,15 +23,6 @@ def _spans(stack: Stack, key: str) -> dict[str, list[tuple[float, float]]]:
         label, start, end = item.rsplit(":", 2)
         out[label].append((float(start), float(end)))
     return {k: sorted(v) for k, v in out.items()}
-
-
-def _max_overlap(spans: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    return peak
 
 
 @pytest.mark.parametrize(
@@ -54,10 +46,10 @@ def test_per_key_caps_hold_across_two_workers_under_the_global_cap(
     spans = _spans(stack, key)
     assert sorted(spans) == tenants and all(len(s) == 4 for s in spans.values())
     for tenant in tenants:
-        assert _max_overlap(spans[tenant]) == per_key, tenant  # never more, and reached
+        assert max_overlap(spans[tenant]) == per_key, tenant  # never more, and reached
     everything = [s for v in spans.values() for s in v]
-    assert _max_overlap(everything) <= cap
-    assert _max_overlap(everything) > per_key  # tenants ran side by side
+    assert max_overlap(everything) <= cap
+    assert max_overlap(everything) > per_key  # tenants ran side by side
     assert all(job.attempts == 1 for job in jobs)  # waiting used no attempt
 
 

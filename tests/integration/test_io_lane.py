@@ -18,7 +18,9 @@ import pytest
 
 from taskrouter import JobFailed, _runtime, chain
 from taskrouter.registry import CallOptions
+from taskrouter.services.processes import stop
 from tests.conftest import RUN_PREFIX, delete_prefix
+from tests.helpers import max_overlap
 from tests.integration import lane_app as app
 from tests.integration.conftest import ROOT, cli, poll, worker_env
 from tests.integration.slow_http import SlowServer
@@ -100,13 +102,7 @@ class Lane:
         return "".join(p.read_text() for p in paths if p.exists())
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, 30)
 
 
 @pytest.fixture(scope="module")
@@ -278,16 +274,8 @@ def test_keyed_limits_retry_after_and_checkpoints_in_the_lane(lane):
         by_tenant.setdefault(tenant, []).append((float(start), float(end)))
     assert sorted(len(v) for v in by_tenant.values()) == [3, 3, 4]
 
-    def overlap(spans: list[tuple[float, float]]) -> int:
-        events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-        running = peak = 0
-        for _, step in events:
-            running += step
-            peak = max(peak, running)
-        return peak
-
-    assert all(overlap(v) == 1 for v in by_tenant.values())  # per_key concurrency 1
-    assert 2 <= overlap([s for v in by_tenant.values() for s in v]) <= 3  # global cap 3
+    assert all(max_overlap(v) == 1 for v in by_tenant.values())  # per_key concurrency 1
+    assert 2 <= max_overlap([s for v in by_tenant.values() for s in v]) <= 3  # global cap 3
     # The async task's RetryAfter used no attempt, and its checkpoint came back.
     assert first.attempts == 1 and first.checkpoints == {"waited": True}
     assert first.history[0]["error"]["type"] == "RetryAfter"

@@ -14,6 +14,7 @@ import pytest
 
 from taskrouter.backends.celery_app import EXECUTE
 from taskrouter.backends.celery_unacked import held_dispatches
+from tests.helpers import max_overlap
 from tests.integration import app
 from tests.integration.conftest import own_worker, poll
 
@@ -140,15 +141,6 @@ def _spans(stack, key: str) -> list[tuple[float, float]]:
     return sorted(tuple(map(float, item.split(":"))) for item in raw)  # type: ignore[misc]
 
 
-def _max_overlap(spans: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    return peak
-
-
 @pytest.mark.parametrize(
     "engine, fn, queue, workers",
     [("celery", app.capped, "limits-celery", 2), ("rq", app.capped_rq, "limits-rq", 1)],
@@ -163,7 +155,7 @@ def test_concurrency_cap_holds_across_workers(stack, engine, fn, queue, workers)
             job.wait(60)
     spans = _spans(stack, key)
     assert len(spans) == 8
-    assert _max_overlap(spans) == 2  # 3-6 processes available, the profile allows 2
+    assert max_overlap(spans) == 2  # 3-6 processes available, the profile allows 2
 
 
 def test_rate_limit_bounds_starts_per_window(stack):
