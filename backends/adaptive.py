@@ -210,6 +210,14 @@ class Routes:
         }
         self._cache: dict[str, tuple[float, ProfileSettings]] = {}
 
+    def reads(self, profile: str) -> bool:
+        """Whether ``settings`` of ``profile`` would read Redis now (an adaptive profile
+        whose cached route is older than ``ttl``): the API plans those off its loop."""
+        if profile not in self.lanes:
+            return False
+        cached = self._cache.get(profile)
+        return cached is None or self.clock() - cached[0] >= self.ttl
+
     def settings(self, ps: ProfileSettings) -> ProfileSettings:
         lanes = self.lanes.get(ps.profile)
         if lanes is None:

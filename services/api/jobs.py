@@ -47,7 +47,11 @@ async def submit(body: SubmitJob, request: Request) -> JSONResponse:
     task = lookup(body.task)
     options = CallOptions(idempotency_key=body.idempotency_key)
     runtime = runtime_of(request)
-    planned = runtime.plan(task, tuple(body.args), body.kwargs, options)
+    call = (task, tuple(body.args), body.kwargs, options)
+    if runtime.routes.reads(task.profile):  # a route read from Redis: not on the loop
+        planned = await run_in_threadpool(runtime.plan, *call)
+    else:
+        planned = runtime.plan(*call)
     if runtime.refuses_over_budget(planned):
         await run_in_threadpool(runtime.check_budget, planned)  # 429 once it is spent
     message = runtime.fast_message(planned)

@@ -146,12 +146,15 @@ def test_enqueuers_read_the_route_at_most_once_a_ttl(store: JobStore, clock: Clo
     now = [0.0]
     routes = adaptive.Routes(store, derived, ttl=1.0, clock=lambda: now[0])
     p, fixed = derived.profiles["p"], derived.profiles["fixed"]
+    assert routes.reads("p") and not routes.reads("fixed")
     assert routes.settings(p) == p
+    assert not routes.reads("p")  # cached for a ttl: the API plans it on its loop
     for _ in range(3):
         run_job(store, clock, 2.0)
     adaptive.adapt(store, POLICY, lambda: BOTH)
     assert routes.settings(p) == p  # cached
     now[0] = 1.0
+    assert routes.reads("p")
     moved = routes.settings(p)
     assert (moved.backend, moved.lane, moved.queue, moved.rule) == ("rq", "fork", "p", "observed")
     assert moved.time_limit == p.time_limit

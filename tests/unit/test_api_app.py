@@ -131,6 +131,11 @@ class FakeBackend:
         return self.depths
 
 
+class FakeRoutes:
+    def reads(self, profile: str) -> bool:
+        return False  # no adaptive profile in the test policy
+
+
 class FakeRuntime:
     """What the API uses of Runtime; each operation returns or raises what a test sets."""
 
@@ -141,6 +146,7 @@ class FakeRuntime:
         self.celery = FakeBackend({"quick": 3})
         self.rq = FakeBackend({"long": 1})
         self.backends = {"celery": self.celery, "rq": self.rq}
+        self.routes = FakeRoutes()
         self.outcomes = outcomes
         self.calls: list[tuple[Any, ...]] = []
 
