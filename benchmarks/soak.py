@@ -54,8 +54,6 @@ class Server(RedisServer):
         if maxmemory:
             args += ["--maxmemory", maxmemory, "--maxmemory-policy", policy]
         super().__init__(tempfile.mkdtemp(prefix="taskrouter-redis-"), *args)
-        self.maxmemory = maxmemory
-        self.policy = policy
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         super().stop(sig, timeout)
